@@ -1,0 +1,1 @@
+"""VGG models with hand-written forward and backward passes (SPEC section 2)."""
