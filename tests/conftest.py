@@ -1,0 +1,6 @@
+"""Run the tests against this checkout's package."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))

@@ -1,0 +1,165 @@
+"""Weight files: exact round trip, and every kind of bad file refused with a message naming the defect."""
+
+import json
+
+import numpy as np
+import pytest
+
+from nxbar.models.arch import param_shapes
+from nxbar.weights import WeightFileError, load_weights, save_weights, weight_paths
+
+META = {
+    "arch": "vgg8",
+    "dataset": "cifar10",
+    "num_classes": 10,
+    "input_size": 32,
+    "normalization": {"mean": [0.4914, 0.4822, 0.4465], "std": [0.247, 0.2435, 0.2616]},
+    "bn_eps": 1e-5,
+    "class_names": [f"c{i}" for i in range(10)],
+    "training": {"note": "random test weights"},
+}
+
+
+def random_params(seed=0):
+    rng = np.random.default_rng(seed)
+    params = {n: rng.standard_normal(s).astype(np.float32) for n, s in param_shapes("vgg8", 10, 32).items()}
+    for n in params:
+        if n.endswith("running_var"):
+            params[n] = np.abs(params[n]) + 0.1
+    return params
+
+
+@pytest.fixture(scope="module")
+def params():
+    return random_params()
+
+
+@pytest.fixture
+def saved(tmp_path, params):
+    save_weights(tmp_path / "vgg8_cifar10", params, META)
+    return tmp_path / "vgg8_cifar10"
+
+
+def test_round_trip_is_exact(saved, params):
+    loaded, meta = load_weights(saved)
+    assert list(loaded) == list(param_shapes("vgg8", 10, 32))
+    for name, arr in params.items():
+        assert loaded[name].dtype == np.float32
+        assert np.array_equal(loaded[name], arr)
+    assert meta["training"] == META["training"] and meta["class_names"] == META["class_names"]
+    # the same file is reachable by its stem, its .npz and its .json
+    for p in (saved, saved.with_suffix(".npz"), weight_paths(saved)[1]):
+        assert np.array_equal(load_weights(p)[0]["fc2.bias"], params["fc2.bias"])
+
+
+def test_load_model_gives_a_vgg(saved):
+    from nxbar.weights import load_model
+
+    model, meta = load_model(saved)
+    assert model.arch == "vgg8" and model.num_classes == 10 and meta["dataset"] == "cifar10"
+
+
+def rewrite_json(saved, **changes):
+    path = weight_paths(saved)[1]
+    meta = json.loads(path.read_text())
+    meta.update(changes)
+    path.write_text(json.dumps(meta))
+
+
+def rewrite_npz(saved, arrays):
+    """Replace the npz and record its new hash, so that only the array defect is left to find."""
+    npz, js = weight_paths(saved)
+    np.savez(npz, **arrays)
+    from nxbar.weights import file_sha256
+
+    rewrite_json(saved, npz_sha256=file_sha256(npz))
+
+
+def expect(saved, *fragments):
+    with pytest.raises(WeightFileError) as info:
+        load_weights(saved)
+    for fragment in fragments:
+        assert fragment in str(info.value), str(info.value)
+
+
+def test_missing_files(tmp_path, saved):
+    expect(tmp_path / "nothing", "nothing.json", "not found")
+    weight_paths(saved)[0].unlink()
+    expect(saved, "vgg8_cifar10.npz", "not found")
+
+
+def test_hash_mismatch(saved):
+    npz = weight_paths(saved)[0]
+    data = bytearray(npz.read_bytes())
+    data[-100] ^= 0xFF
+    npz.write_bytes(bytes(data))
+    expect(saved, "vgg8_cifar10.npz", "does not match npz_sha256")
+
+
+def test_bad_json(saved):
+    weight_paths(saved)[1].write_text("{not json")
+    expect(saved, "vgg8_cifar10.json", "not valid JSON")
+
+
+def test_unknown_architecture(saved):
+    rewrite_json(saved, arch="vgg11")
+    expect(saved, "unknown architecture 'vgg11'", "vgg16")
+
+
+def test_wrong_format_version(saved):
+    rewrite_json(saved, format_version=99)
+    expect(saved, "format_version 99")
+
+
+def test_missing_field(saved):
+    path = weight_paths(saved)[1]
+    meta = json.loads(path.read_text())
+    del meta["class_names"]
+    path.write_text(json.dumps(meta))
+    expect(saved, "missing field(s) class_names")
+
+
+def test_bad_normalization(saved):
+    rewrite_json(saved, normalization={"mean": [0, 0, 0], "std": [1, 0, 1]})
+    expect(saved, "std must be > 0")
+
+
+def test_missing_array(saved, params):
+    arrays = dict(params)
+    del arrays["conv3.weight"]
+    rewrite_npz(saved, arrays)
+    expect(saved, "array 'conv3.weight' missing", "(256, 128, 3, 3)")
+
+
+def test_extra_array(saved, params):
+    rewrite_npz(saved, {**params, "conv9.weight": np.zeros(3, np.float32)})
+    expect(saved, "unexpected array(s) conv9.weight")
+
+
+def test_wrong_shape(saved, params):
+    rewrite_npz(saved, {**params, "fc1.weight": params["fc1.weight"][:, :100]})
+    expect(saved, "array 'fc1.weight'", "expected shape (1024, 8192), got (1024, 100)")
+
+
+def test_wrong_dtype(saved, params):
+    rewrite_npz(saved, {**params, "bn1.bias": params["bn1.bias"].astype(np.float64)})
+    expect(saved, "array 'bn1.bias'", "expected dtype float32, got float64")
+
+
+def test_non_finite(saved, params):
+    bad = params["conv1.weight"].copy()
+    bad[0, 0, 0, 0] = np.nan
+    rewrite_npz(saved, {**params, "conv1.weight": bad})
+    expect(saved, "array 'conv1.weight'", "1 non-finite value(s)")
+
+
+def test_pickled_object_array_refused(saved, params):
+    rewrite_npz(saved, {**params, "fc2.bias": np.array([object()] * 10, dtype=object)})
+    expect(saved, "vgg8_cifar10.npz", "unreadable array")
+
+
+def test_save_refuses_bad_params(tmp_path, params):
+    with pytest.raises(WeightFileError, match="array 'fc2.bias' missing"):
+        save_weights(tmp_path / "x", {k: v for k, v in params.items() if k != "fc2.bias"}, META)
+    with pytest.raises(WeightFileError, match="class_names"):
+        save_weights(tmp_path / "x", params, {**META, "class_names": ["a"]})
