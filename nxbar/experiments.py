@@ -1,0 +1,133 @@
+"""The attack modes SW, SH and HH and their metrics CA, AA and AL (SPEC section 5).
+
+SW: adversarial inputs made on the software model, evaluated on it ("Attack-SW", the baseline).
+SH: the SW adversarial inputs evaluated on the crossbar-mapped model (black-box transfer).
+HH: adversarial inputs made on the crossbar-mapped model, evaluated on it (white-box).
+CA = clean accuracy of the evaluated model, AA = accuracy on the adversarial inputs, AL = CA - AA (percent).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from dataclasses import dataclass
+
+import numpy as np
+
+from nxbar.attacks import EPS_SPACES, fgsm, pgd, pixel_budget
+
+MODES = ("sw", "sh", "hh")
+ATTACKS = ("fgsm", "pgd")
+
+
+@dataclass(frozen=True)
+class AttackConfig:
+    """One attack setting. eps and alpha are in `eps_space` units (pixel: [0, 1] images; normalized: the
+    model's normalised input, so the pixel budget of channel c is eps * std_c). seed seeds PGD's random start."""
+
+    attack: str = "pgd"
+    eps: float = 8 / 255
+    eps_space: str = "pixel"
+    steps: int = 10
+    alpha: float = 2 / 255
+    random_start: bool = True
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.attack not in ATTACKS:
+            raise ValueError(f"attack {self.attack!r} unknown; allowed: {', '.join(ATTACKS)}")
+        if self.eps_space not in EPS_SPACES:
+            raise ValueError(f"eps space {self.eps_space!r} unknown; allowed: {', '.join(EPS_SPACES)}")
+        if not (np.isfinite(self.eps) and 0 <= self.eps <= 1):
+            raise ValueError(f"eps {self.eps!r} is out of range; allowed: 0 <= eps <= 1")
+        if not (isinstance(self.steps, int) and self.steps >= 1):
+            raise ValueError(f"steps {self.steps!r} is not allowed; steps must be an integer >= 1")
+        if not (np.isfinite(self.alpha) and 0 < self.alpha <= 1):
+            raise ValueError(f"alpha {self.alpha!r} is out of range; allowed: 0 < alpha <= 1")
+        if not (isinstance(self.seed, int) and self.seed >= 0):
+            raise ValueError(f"seed {self.seed!r} is not allowed; seed must be an integer >= 0")
+
+    def as_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        if self.attack == "fgsm":  # PGD-only fields mean nothing for FGSM
+            for key in ("steps", "alpha", "random_start", "seed"):
+                d.pop(key)
+        return d
+
+
+class _NoProgress:
+    def update(self, n):
+        pass
+
+
+def _no_progress(label, total):
+    return contextlib.nullcontext(_NoProgress())
+
+
+def _as_float(images: np.ndarray, dtype) -> np.ndarray:
+    return images.astype(dtype) / dtype(255) if images.dtype == np.uint8 else images.astype(dtype, copy=False)
+
+
+def count_correct(model, images, labels, batch_size=200) -> int:
+    """Number of images whose predicted class equals the label."""
+    return sum(
+        int(np.sum(model.predict(_as_float(images[s : s + batch_size], model.dtype)) == labels[s : s + batch_size]))
+        for s in range(0, len(labels), batch_size)
+    )
+
+
+def make_adversarial(model, images, labels, cfg: AttackConfig, *, batch_size=200, progress=_no_progress, label=""):
+    """Adversarial versions (float, pixel space) of `images` made on `model` with attack `cfg`."""
+    eps = pixel_budget(cfg.eps, cfg.eps_space, model.std)
+    alpha = pixel_budget(cfg.alpha, cfg.eps_space, model.std)
+    rng = np.random.default_rng(cfg.seed)  # one stream over the batches in order: independent of batch size
+    out = np.empty(images.shape, dtype=model.dtype)
+    with progress(label or f"{cfg.attack} eps={cfg.eps:.4g}", len(labels)) as bar:
+        for s in range(0, len(labels), batch_size):
+            x = _as_float(images[s : s + batch_size], model.dtype)
+            y = labels[s : s + batch_size]
+            if cfg.attack == "fgsm":
+                out[s : s + batch_size] = fgsm(model, x, y, eps)
+            else:
+                out[s : s + batch_size] = pgd(
+                    model, x, y, eps, steps=cfg.steps, alpha=alpha, random_start=cfg.random_start, rng=rng
+                )
+            bar.update(len(y))
+    return out
+
+
+def evaluate_modes(software, hardware, images, labels, attacks, *, modes=MODES, batch_size=200, progress=_no_progress):
+    """Rows of CA/AA/AL per mode and attack setting. `hardware` may be None when only SW is asked for.
+
+    SH reuses the adversarial inputs made for SW; clean accuracies are computed once per model.
+    """
+    bad = [m for m in modes if m not in MODES]
+    if bad or not modes:
+        raise ValueError(f"mode(s) {', '.join(bad) or '(none)'} not allowed; allowed: {', '.join(MODES)}")
+    if hardware is None and any(m in modes for m in ("sh", "hh")):
+        raise ValueError("modes sh and hh need a crossbar-mapped model")
+    n = len(labels)
+    clean = {"sw": count_correct(software, images, labels, batch_size)}
+    if hardware is not None:
+        clean["hw"] = count_correct(hardware, images, labels, batch_size)
+    rows = []
+    for cfg in attacks:
+        adv_sw = None
+        if "sw" in modes or "sh" in modes:
+            adv_sw = make_adversarial(software, images, labels, cfg, batch_size=batch_size, progress=progress,
+                                      label=f"{cfg.attack} eps={cfg.eps:.4g} on software")
+        for mode in modes:
+            if mode == "sw":
+                model, ca, adv = software, clean["sw"], adv_sw
+            elif mode == "sh":
+                model, ca, adv = hardware, clean["hw"], adv_sw
+            else:
+                model, ca = hardware, clean["hw"]
+                adv = make_adversarial(hardware, images, labels, cfg, batch_size=batch_size, progress=progress,
+                                       label=f"{cfg.attack} eps={cfg.eps:.4g} on crossbars")
+            aa = count_correct(model, adv, labels, batch_size)
+            rows.append({
+                "mode": mode.upper(), **cfg.as_dict(), "n": n, "clean_correct": ca, "adv_correct": aa,
+                "CA": 100.0 * ca / n, "AA": 100.0 * aa / n, "AL": 100.0 * (ca - aa) / n,
+            })
+    return rows
