@@ -144,5 +144,257 @@ def accuracy(model, dataset, weights, data, split, n, batch_size):
     click.echo(f"{net.arch} on {ds.source}: {correct}/{total} correct, clean accuracy {100 * correct / total:.2f}%")
 
 
+
+def _sizes(text: str) -> list[int]:
+    try:
+        sizes = [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise ValueError(f"--xbar {text!r}: expected crossbar sizes such as 32 or 16,32,64") from None
+    if not sizes or min(sizes) < 1:
+        raise ValueError(f"--xbar {text!r}: crossbar sizes must be integers >= 1")
+    return sizes
+
+
+def physics_options(command):
+    """The crossbar's physical parameters (SPEC section 3) as options; defaults from CrossbarConfig."""
+    from nxbar.crossbar.config import CrossbarConfig
+
+    d = CrossbarConfig()
+    options = [
+        click.option("--r-on", "r_on_ohm", type=float, default=d.r_on_ohm, show_default=True, help="ON resistance, ohm."),
+        click.option("--r-off", "r_off_ohm", type=float, default=d.r_off_ohm, show_default=True, help="OFF resistance, ohm."),
+        click.option("--r-source", "r_source_ohm", type=float, default=d.r_source_ohm, show_default=True, help="Row driver resistance, ohm."),
+        click.option("--r-sink", "r_sink_ohm", type=float, default=d.r_sink_ohm, show_default=True, help="Column sink resistance, ohm."),
+        click.option("--r-wire-row", "r_wire_row_ohm", type=float, default=d.r_wire_row_ohm, show_default=True, help="Row wire segment, ohm."),
+        click.option("--r-wire-col", "r_wire_col_ohm", type=float, default=d.r_wire_col_ohm, show_default=True, help="Column wire segment, ohm."),
+        click.option("--sigma", type=float, default=d.sigma, show_default=True, help="Device variation sigma/mu."),
+        click.option("--bits", type=int, default=None, help="Conductance levels 2^bits (default: analog)."),
+        click.option("--seed", type=int, default=d.seed, show_default=True, help="Chip seed (one seed = one chip)."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+PHYSICS = ("r_on_ohm", "r_off_ohm", "r_source_ohm", "r_sink_ohm", "r_wire_row_ohm", "r_wire_col_ohm", "sigma", "bits", "seed")
+
+
+def _config(size: int, kwargs: dict):
+    from nxbar.crossbar.config import CrossbarConfig
+
+    return CrossbarConfig(size=size, **{k: kwargs.pop(k) for k in PHYSICS})
+
+
+def _map(net, config, use_cache: bool):
+    from nxbar.crossbar.mapped import map_model
+
+    bar = click.progressbar(length=len(net.mvm_names), label=f"mapping onto {config.size}x{config.size} crossbars",
+                            file=sys.stderr, show_pos=True)
+    with bar:
+        mapped = map_model(net, config, cache=use_cache, progress=lambda name, i, n: bar.update(1))
+    return mapped
+
+
+def _report_table(report) -> str:
+    lines = [f"{'layer':14s} {'matrix':>12s} {'grid':>8s} {'tiles':>6s} {'NF':>7s} {'|dW|/wmax':>10s} {'solve s':>8s}"]
+    for r in report:
+        lines.append(
+            f"{r['name']:14s} {'x'.join(map(str, r['matrix_shape'])):>12s} {'x'.join(map(str, r['grid'])):>8s} "
+            f"{r['tiles']:6d} {r['nf']:7.4f} {r['mean_abs_dw_over_wmax']:10.5f} {r['solve_s']:8.2f}"
+        )
+    return "\n".join(lines)
+
+
+@main.command("map")
+@MODEL
+@DATASET
+@WEIGHTS
+@DATA
+@SPLIT
+@N_IMAGES
+@click.option("--xbar", "size", type=int, default=32, show_default=True, help="Crossbar size (rows = columns).")
+@physics_options
+@click.option("--no-cache", is_flag=True, help="Solve again even if this mapping is cached.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=200, show_default=True)
+@_fail_cleanly
+def map_command(model, dataset, weights, data, split, n, size, no_cache, batch_size, **physics):
+    """Map a model onto crossbars: per-layer report and clean accuracy in software and on the crossbars."""
+    from nxbar.experiments import count_correct
+
+    config = _config(size, physics)
+    net, _ = _load_model(model, dataset, weights)
+    ds = _load_data(data, split, n, net)
+    mapped = _map(net, config, not no_cache)
+    click.echo(f"{net.arch} on {size}x{size} crossbars, chip seed {config.seed}: {config.as_dict()}")
+    click.echo(_report_table(mapped.report))
+    total = len(ds.labels)
+    for name, m in (("software", net), ("crossbars", mapped)):
+        c = count_correct(m, ds.images, ds.labels, batch_size)
+        click.echo(f"clean accuracy {name:9s} {c}/{total} = {100 * c / total:.2f}%  ({ds.source})")
+
+
+
+@main.command()
+@click.option("--xbar", "sizes", default="16,32,64", show_default=True, help="Crossbar sizes, comma-separated.")
+@physics_options
+@click.option("--tiles", "n_tiles", type=click.IntRange(min=1), default=64, show_default=True, help="Random tiles per size.")
+@_fail_cleanly
+def nf(sizes, n_tiles, **physics):
+    """Non-ideality factor of random tiles (G uniform in [G_min, G_max]) for each crossbar size (SPEC 3)."""
+    from nxbar.crossbar.mapped import random_tile_nf
+
+    click.echo(f"{'size':>6s} {'NF':>8s}   ({n_tiles} random tiles each, chip seed {physics['seed']})")
+    for size in _sizes(sizes):
+        config = _config(size, dict(physics))
+        click.echo(f"{size:6d} {random_tile_nf(config, n_tiles=n_tiles, seed=config.seed):8.4f}")
+
+
+@main.command()
+@click.option("--xbar", "size", type=click.IntRange(min=1), default=4, show_default=True, help="Tile size.")
+@physics_options
+@click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True), default=None,
+              help="Write the netlist here (default: stdout).")
+@_fail_cleanly
+def spice(size, output, **physics):
+    """One random tile (and random input voltages) as a SPICE netlist, expected column currents in comments."""
+    from nxbar.crossbar.spice import netlist
+
+    config = _config(size, physics)
+    rng = np.random.default_rng(config.seed)
+    g = rng.uniform(config.g_min_s, config.g_max_s, size=(size, size))
+    v = rng.uniform(0.0, 1.0, size=size)
+    text = netlist(g, v, **config.parasitics_ohm,
+                   title=f"nxbar {size}x{size} tile, seed {config.seed}, G uniform in [1/R_off, 1/R_on]")
+    if output:
+        with open(output, "w") as f:
+            f.write(text)
+        click.echo(f"wrote {output}: run `ngspice -b {output}` and compare with the expected currents in its comments")
+    else:
+        click.echo(text, nl=False)
+
+
+@main.group()
+def cache():
+    """The on-disk cache of mapped models."""
+
+
+@cache.command("clear")
+@_fail_cleanly
+def cache_clear():
+    """Remove every cached mapped model."""
+    from nxbar.cache import cache_dir, clear_cache
+
+    removed = clear_cache()
+    click.echo(f"removed {len(removed)} cached file(s) from {cache_dir()}")
+
+
+def _versions() -> dict:
+    import platform
+
+    import numba
+    import scipy
+
+    return {"nxbar": nxbar.__version__, "numpy": np.__version__, "scipy": scipy.__version__,
+            "numba": numba.__version__, "python": platform.python_version(), "platform": platform.platform()}
+
+
+def _format_eps(eps: float) -> str:
+    k = eps * 255
+    return f"{round(k)}/255" if eps > 0 and abs(k - round(k)) < 1e-9 else f"{eps:g}"
+
+
+@main.command()
+@MODEL
+@DATASET
+@WEIGHTS
+@DATA
+@SPLIT
+@N_IMAGES
+@click.option("--xbar", "size", type=int, default=32, show_default=True, help="Crossbar size (rows = columns).")
+@physics_options
+@click.option("--attack", type=click.Choice(["fgsm", "pgd"]), default="pgd", show_default=True)
+@click.option("--eps", "eps_text", default=None,
+              help="Budget(s), comma-separated, e.g. 2/255,8/255 or 0.1 [default: 8/255 for pgd, 0.1 for fgsm].")
+@click.option("--eps-space", type=click.Choice(["pixel", "normalized"]), default="pixel", show_default=True,
+              help="pixel: [0, 1] image units; normalized: units of the normalised input (pixel budget eps*std).")
+@click.option("--steps", type=int, default=10, show_default=True, help="PGD steps.")
+@click.option("--alpha", "alpha_text", default="2/255", show_default=True, help="PGD step size (same units as eps).")
+@click.option("--no-random-start", is_flag=True, help="Start PGD at the clean image.")
+@click.option("--attack-seed", type=int, default=0, show_default=True, help="Seed of PGD's random start.")
+@click.option("--modes", default="sw,sh,hh", show_default=True, help="Any of sw, sh, hh, comma-separated.")
+@click.option("--no-cache", is_flag=True, help="Solve the crossbars again even if this mapping is cached.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=200, show_default=True)
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, writable=True), default=None,
+              help="Write results, full configuration, weight hash, versions and timings here.")
+@_fail_cleanly
+def evaluate(model, dataset, weights, data, split, n, size, attack, eps_text, eps_space, steps, alpha_text,
+             no_random_start, attack_seed, modes, no_cache, batch_size, json_path, **physics):
+    """Attack in the SW, SH and HH modes and print CA, AA and AL (SPEC sections 5 and 7)."""
+    import json
+    import time
+
+    from nxbar.attacks import parse_fraction
+    from nxbar.experiments import AttackConfig, evaluate_modes
+    from nxbar.weights import resolve_weights, weight_paths
+
+    t0 = time.perf_counter()
+    config = _config(size, physics)
+    mode_list = [m.strip().lower() for m in modes.split(",") if m.strip()]
+    eps_list = [parse_fraction(t, "eps") for t in (eps_text or ("8/255" if attack == "pgd" else "0.1")).split(",")]
+    alpha = parse_fraction(alpha_text, "alpha")
+    attacks = [AttackConfig(attack=attack, eps=e, eps_space=eps_space, steps=steps, alpha=alpha,
+                            random_start=not no_random_start, seed=attack_seed) for e in eps_list]
+    from nxbar.experiments import MODES
+
+    if not mode_list or any(m not in MODES for m in mode_list):
+        raise ValueError(f"--modes {modes!r}: allowed modes are {', '.join(MODES)}")
+    net, meta = _load_model(model, dataset, weights)
+    ds = _load_data(data, split, n, net)
+    timings = {"load_s": time.perf_counter() - t0}
+    mapped = None
+    if any(m in mode_list for m in ("sh", "hh")):
+        t = time.perf_counter()
+        mapped = _map(net, config, not no_cache)
+        timings["map_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+
+    def progress(label, total):
+        return click.progressbar(length=total, label=label, file=sys.stderr, show_pos=True)
+
+    rows = evaluate_modes(net, mapped, ds.images, ds.labels, attacks, modes=tuple(mode_list),
+                          batch_size=batch_size, progress=progress)
+    timings["attack_s"] = time.perf_counter() - t
+    timings["total_s"] = time.perf_counter() - t0
+
+    attack_desc = attack.upper() + (f", {steps} steps, alpha {alpha_text}, "
+                                    f"{'no random start' if no_random_start else f'random start seed {attack_seed}'}"
+                                    if attack == "pgd" else "")
+    click.echo(f"{net.arch} ({meta['dataset']}) on {ds.source}, {len(ds.labels)} images; {attack_desc}; eps in {eps_space} units")
+    if mapped is not None:
+        click.echo(f"crossbars {size}x{size}, chip seed {config.seed}: " +
+                   ", ".join(f"{k}={v}" for k, v in config.as_dict().items() if k not in ("size", "seed")))
+    click.echo(f"{'mode':5s} {'eps':>8s} {'CA %':>7s} {'AA %':>7s} {'AL %':>7s}")
+    for r in rows:
+        click.echo(f"{r['mode']:5s} {_format_eps(r['eps']):>8s} {r['CA']:7.2f} {r['AA']:7.2f} {r['AL']:7.2f}")
+    click.echo(f"time: {timings['total_s']:.1f} s")
+    if json_path:
+        npz_path = weight_paths(weights or resolve_weights(model, dataset))[0]
+        record = {
+            "command": "nxbar " + " ".join(sys.argv[1:]),
+            "model": {"arch": net.arch, "dataset": meta["dataset"], "weights": str(npz_path),
+                      "npz_sha256": meta["npz_sha256"]},
+            "data": {"source": ds.source, "n_images": int(len(ds.labels))},
+            "crossbar": config.as_dict() if mapped is not None else None,
+            "mapping_report": mapped.report if mapped is not None else None,
+            "attacks": [a.as_dict() for a in attacks],
+            "results": rows,
+            "timings": timings,
+            "versions": _versions(),
+        }
+        with open(json_path, "w") as f:
+            json.dump(record, f, indent=2)
+        click.echo(f"wrote {json_path}")
+
+
 if __name__ == "__main__":
     main()
