@@ -1,0 +1,161 @@
+"""FGSM, PGD and the SW/SH/HH evaluation, checked on a linear softmax model whose gradient is known in closed form."""
+
+import numpy as np
+import pytest
+
+from nxbar.attacks import fgsm, parse_fraction, pgd, pixel_budget, project
+from nxbar.experiments import AttackConfig, count_correct, evaluate_modes, make_adversarial
+
+
+class Linear:
+    """logits = flatten(x) W + b; mean softmax cross-entropy. Same interface as the VGG models."""
+
+    def __init__(self, seed=0, shape=(8, 8, 3), classes=4, dtype=np.float64):
+        rng = np.random.default_rng(seed)
+        self.w = rng.standard_normal((int(np.prod(shape)), classes)).astype(dtype)
+        self.b = rng.standard_normal(classes).astype(dtype)
+        self.dtype = np.dtype(dtype)
+        self.std = np.array([0.25, 0.5, 0.125])
+
+    def forward(self, x):
+        return x.reshape(len(x), -1) @ self.w + self.b
+
+    def predict(self, x):
+        return np.argmax(self.forward(x), axis=1)
+
+    def loss_and_input_grad(self, x, y):
+        z = self.forward(x)
+        z = z - z.max(axis=1, keepdims=True)
+        p = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
+        loss = -np.mean(np.log(p[np.arange(len(y)), y]))
+        p[np.arange(len(y)), y] -= 1
+        return loss, (p @ self.w.T / len(y)).reshape(x.shape)
+
+
+@pytest.fixture(scope="module")
+def batch():
+    rng = np.random.default_rng(1)
+    x = rng.uniform(0, 1, (40, 8, 8, 3))
+    return x, Linear().predict(x)  # labels = the model's own predictions: CA = 100%
+
+
+def test_parse_fraction():
+    assert parse_fraction("8/255") == 8 / 255 and parse_fraction(" 0.03") == 0.03
+    for bad in ("eight", "1/0", ""):
+        with pytest.raises(ValueError, match="not a number or fraction"):
+            parse_fraction(bad)
+
+
+def test_pixel_budget_spaces():
+    std = np.array([0.25, 0.5, 0.125])
+    assert np.array_equal(pixel_budget(0.1, "pixel", std), [0.1, 0.1, 0.1])
+    assert np.allclose(pixel_budget(0.1, "normalized", std), 0.1 * std)
+    with pytest.raises(ValueError, match="eps 1.5 is out of range"):
+        pixel_budget(1.5, "pixel", std)
+    with pytest.raises(ValueError, match="eps space 'logit' unknown"):
+        pixel_budget(0.1, "logit", std)
+
+
+def test_fgsm_is_the_signed_gradient_step(batch):
+    x, y = batch
+    model = Linear()
+    _, grad = model.loss_and_input_grad(x, y)
+    expected = np.clip(x + 0.05 * np.sign(grad), 0, 1)
+    assert np.array_equal(fgsm(model, x, y, 0.05), expected)
+    assert model.loss_and_input_grad(expected, y)[0] > model.loss_and_input_grad(x, y)[0]
+
+
+@pytest.mark.parametrize("eps", [0.0, 0.03, np.array([0.01, 0.05, 0.2])])
+def test_adversarial_inputs_stay_in_the_eps_ball_and_the_box(batch, eps):
+    x, y = batch
+    model = Linear()
+    for x_adv in (fgsm(model, x, y, eps), pgd(model, x, y, eps, steps=5, alpha=0.01, rng=np.random.default_rng(0))):
+        assert np.all(np.abs(x_adv - x) <= np.asarray(eps) + 1e-12)
+        assert x_adv.min() >= 0 and x_adv.max() <= 1
+
+
+def test_projection():
+    x = np.array([0.5, 0.02, 0.99])
+    assert np.allclose(project(np.array([0.9, -0.5, 1.5]), x, 0.1), [0.6, 0.0, 1.0])
+
+
+def test_pgd_increases_the_loss_and_is_reproducible(batch):
+    x, y = batch
+    model = Linear()
+    a = pgd(model, x, y, 0.05, steps=10, alpha=0.01, rng=np.random.default_rng(7))
+    b = pgd(model, x, y, 0.05, steps=10, alpha=0.01, rng=np.random.default_rng(7))
+    c = pgd(model, x, y, 0.05, steps=10, alpha=0.01, rng=np.random.default_rng(8))
+    assert np.array_equal(a, b) and not np.array_equal(a, c)
+    assert model.loss_and_input_grad(a, y)[0] > model.loss_and_input_grad(x, y)[0]
+
+
+def test_pgd_without_random_start_is_iterated_fgsm(batch):
+    x, y = batch
+    model = Linear()
+    step = fgsm(model, x, y, 0.01)
+    assert np.array_equal(pgd(model, x, y, 0.01, steps=1, alpha=0.01, random_start=False), step)
+
+
+def test_pgd_argument_errors(batch):
+    x, y = batch
+    with pytest.raises(ValueError, match="steps must be an integer >= 1, got 0"):
+        pgd(Linear(), x, y, 0.1, steps=0, rng=np.random.default_rng(0))
+    with pytest.raises(ValueError, match="seeded numpy Generator"):
+        pgd(Linear(), x, y, 0.1)
+    with pytest.raises(ValueError, match="eps must be a finite scalar"):
+        fgsm(Linear(), x, y, -0.1)
+
+
+def test_attack_config_validation():
+    for kwargs, message in [
+        ({"attack": "cw"}, "attack 'cw' unknown"),
+        ({"eps": -0.1}, "eps -0.1 is out of range"),
+        ({"eps": 1.5}, "eps 1.5 is out of range"),
+        ({"steps": 0}, "steps 0 is not allowed"),
+        ({"alpha": 0.0}, "alpha 0.0 is out of range"),
+        ({"eps_space": "db"}, "eps space 'db' unknown"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            AttackConfig(**kwargs)
+    assert "steps" not in AttackConfig(attack="fgsm").as_dict()
+
+
+def test_results_do_not_depend_on_batch_size(batch):
+    x, y = batch
+    cfg = AttackConfig(attack="pgd", eps=0.05, steps=3, alpha=0.02, seed=3)
+    a = make_adversarial(Linear(), x, y, cfg, batch_size=7)
+    b = make_adversarial(Linear(), x, y, cfg, batch_size=40)
+    assert np.array_equal(a, b)
+
+
+def test_modes_eps_zero_and_identical_hardware(batch):
+    x, y = batch
+    sw = Linear(seed=0)
+    rows = evaluate_modes(sw, sw, x, y, [AttackConfig(attack="fgsm", eps=0.0), AttackConfig(attack="pgd", eps=0.1)])
+    zero, strong = rows[:3], rows[3:]
+    assert [r["mode"] for r in rows] == ["SW", "SH", "HH"] * 2
+    assert all(r["AA"] == r["CA"] == 100.0 and r["AL"] == 0.0 for r in zero)
+    # the hardware model is the software model: SH and HH must equal SW exactly
+    assert strong[0]["adv_correct"] == strong[1]["adv_correct"] == strong[2]["adv_correct"] < len(y)
+    for r in rows:
+        assert r["AL"] == pytest.approx(r["CA"] - r["AA"]) and r["n"] == len(y)
+
+
+def test_sh_is_transfer_and_hh_is_white_box(batch):
+    x, y = batch
+    sw, hw = Linear(seed=0), Linear(seed=5)
+    cfg = AttackConfig(attack="fgsm", eps=0.1)
+    rows = {r["mode"]: r for r in evaluate_modes(sw, hw, x, y, [cfg])}
+    adv_sw = make_adversarial(sw, x, y, cfg)
+    adv_hw = make_adversarial(hw, x, y, cfg)
+    assert rows["SH"]["adv_correct"] == count_correct(hw, adv_sw, y)
+    assert rows["HH"]["adv_correct"] == count_correct(hw, adv_hw, y)
+    assert rows["SH"]["clean_correct"] == count_correct(hw, x, y)
+
+
+def test_mode_errors(batch):
+    x, y = batch
+    with pytest.raises(ValueError, match="mode.*xx not allowed"):
+        evaluate_modes(Linear(), Linear(), x, y, [AttackConfig()], modes=("sw", "xx"))
+    with pytest.raises(ValueError, match="need a crossbar-mapped model"):
+        evaluate_modes(Linear(), None, x, y, [AttackConfig()], modes=("hh",))
