@@ -1,0 +1,138 @@
+"""The `nxbar` command line: parsing, printed tables, the JSON record and every error path (click's CliRunner)."""
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from cli import main
+from nxbar.models.arch import param_shapes
+from nxbar.weights import save_weights
+
+IDEAL = ["--r-source", "0", "--r-sink", "0", "--r-wire-row", "0", "--r-wire-col", "0", "--sigma", "0"]
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory):
+    """A VGG8 weight file with random (He-scaled) weights: enough to exercise every command."""
+    rng = np.random.default_rng(0)
+    params = {}
+    for name, shape in param_shapes("vgg8", 10, 32).items():
+        if name.startswith("bn") and name.endswith(("weight", "running_var")):
+            params[name] = np.ones(shape)
+        elif name.endswith(".weight"):
+            params[name] = rng.standard_normal(shape) * np.sqrt(2.0 / np.prod(shape[1:]))
+        else:
+            params[name] = np.zeros(shape)
+    meta = {
+        "arch": "vgg8", "dataset": "cifar10", "num_classes": 10, "input_size": 32,
+        "normalization": {"mean": [0.49, 0.48, 0.45], "std": [0.25, 0.24, 0.26]}, "bn_eps": 1e-5,
+        "class_names": [f"class{i}" for i in range(10)],
+    }
+    stem = tmp_path_factory.mktemp("w") / "vgg8_random"
+    save_weights(stem, params, meta)
+    return str(stem)
+
+
+@pytest.fixture
+def run(tmp_path, monkeypatch):
+    monkeypatch.setenv("NXBAR_CACHE_DIR", str(tmp_path / "cache"))
+
+    def invoke(*args):
+        return CliRunner().invoke(main, [str(a) for a in args])
+
+    return invoke
+
+
+def test_version_and_info(run):
+    assert run("--version").output.strip().startswith("nxbar, version")
+    out = run("info")
+    assert out.exit_code == 0, out.output
+    for fragment in ("vgg8", "vgg16", "embedded", "first 1,000 CIFAR-10 test images", "Cache of mapped models"):
+        assert fragment in out.output
+
+
+def test_accuracy(run, weights):
+    out = run("accuracy", "--weights", weights, "--n", 20)
+    assert out.exit_code == 0, out.output
+    assert "/20 correct, clean accuracy" in out.output
+
+
+def test_evaluate_software_only_with_json(run, weights, tmp_path):
+    path = tmp_path / "r.json"
+    out = run("evaluate", "--weights", weights, "--n", 8, "--modes", "sw", "--attack", "pgd", "--steps", 2,
+              "--eps", "2/255,8/255", "--json", path)
+    assert out.exit_code == 0, out.output
+    lines = [l.split() for l in out.output.splitlines() if l.startswith("SW ")]
+    assert [l[1] for l in lines] == ["2/255", "8/255"]
+    for _, _, ca, aa, al in lines:
+        assert float(al) == pytest.approx(float(ca) - float(aa), abs=0.011)
+    record = json.loads(path.read_text())
+    assert set(record) >= {"command", "model", "data", "crossbar", "attacks", "results", "timings", "versions"}
+    assert record["model"]["npz_sha256"] and record["data"]["n_images"] == 8
+    assert record["attacks"][0] == {"attack": "pgd", "eps": 2 / 255, "eps_space": "pixel", "steps": 2,
+                                    "alpha": 2 / 255, "random_start": True, "seed": 0}
+    assert {"numpy", "nxbar", "numba", "scipy"} <= set(record["versions"])
+    assert [r["mode"] for r in record["results"]] == ["SW", "SW"]
+
+
+def test_evaluate_ideal_crossbars_equal_software(run, weights):
+    out = run("evaluate", "--weights", weights, "--n", 6, "--attack", "fgsm", "--eps", "0.03", "--xbar", 64,
+              "--no-cache", *IDEAL)
+    assert out.exit_code == 0, out.output
+    rows = {l.split()[0]: l.split()[1:] for l in out.output.splitlines() if l[:3] in ("SW ", "SH ", "HH ")}
+    assert rows["SW"] == rows["SH"] == rows["HH"]
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--model", "vgg11"], "Invalid value for '--model'"),
+        (["--eps", "-0.1"], "eps -0.1 is out of range"),
+        (["--eps", "2"], "eps 2.0 is out of range"),
+        (["--eps", "abc"], "eps 'abc' is not a number"),
+        (["--steps", "0"], "steps 0 is not allowed"),
+        (["--xbar", "0"], "size must be an integer >= 1, got 0"),
+        (["--modes", "sw,xx"], "--modes 'sw,xx'"),
+        (["--r-wire-row", "-1"], "r_wire_row_ohm must be a finite number >= 0, got -1.0"),
+        (["--n", "5000"], "--n 5000 is out of range"),
+        (["--data", "/no/such/path"], "/no/such/path"),
+    ],
+)
+def test_evaluate_errors_are_one_line_exit_2(run, weights, args, message):
+    out = run("evaluate", "--weights", weights, "--modes", "sw", *args)
+    assert out.exit_code == 2, out.output
+    assert message in out.output
+    assert "Traceback" not in out.output and out.exception is None or isinstance(out.exception, SystemExit)
+
+
+def test_missing_shipped_weights_is_explained(run, monkeypatch, tmp_path):
+    monkeypatch.setattr("nxbar.weights.shipped_weights_dir", lambda: tmp_path)
+    out = run("accuracy", "--model", "vgg16")
+    assert out.exit_code == 2 and "no shipped weights for --model vgg16" in out.output
+
+
+def test_nf_and_spice(run, tmp_path):
+    out = run("nf", "--xbar", "4,8", "--tiles", 4)
+    assert out.exit_code == 0, out.output
+    values = [float(l.split()[1]) for l in out.output.splitlines()[1:]]
+    assert len(values) == 2 and 0 < values[0] < values[1] < 1
+    path = tmp_path / "tile.cir"
+    out = run("spice", "--xbar", 3, "--seed", 1, "-o", path)
+    assert out.exit_code == 0, out.output
+    assert path.read_text().rstrip().lower().endswith(".end")
+    assert run("nf", "--xbar", "4,x").exit_code == 2
+
+
+def test_map_report(run, weights):
+    out = run("map", "--weights", weights, "--xbar", 64, "--n", 10, "--no-cache", *IDEAL)
+    assert out.exit_code == 0, out.output
+    assert "conv1" in out.output and "fc2" in out.output
+    acc = [l for l in out.output.splitlines() if l.startswith("clean accuracy")]
+    assert len(acc) == 2 and acc[0].split()[3] == acc[1].split()[3]  # ideal crossbars: same count
+
+
+def test_cache_clear(run):
+    out = run("cache", "clear")
+    assert out.exit_code == 0 and "removed" in out.output
