@@ -182,10 +182,12 @@ def _unpickle(data: bytes, where: str) -> dict:
     return {k.decode("latin1") if isinstance(k, bytes) else k: v for k, v in obj.items()}
 
 
-# variant -> (meta file, class-name key, label key, {split: batch files})
+# The files and dict keys of the two official archives.
 _CIFAR = {
-    10: ("batches.meta", "label_names", "labels", {"test": ("test_batch",), "train": tuple(f"data_batch_{i}" for i in range(1, 6))}),
-    100: ("meta", "fine_label_names", "fine_labels", {"test": ("test",), "train": ("train",)}),
+    10: {"meta": "batches.meta", "names_key": "label_names", "labels_key": "labels",
+         "test": ("test_batch",), "train": tuple(f"data_batch_{i}" for i in range(1, 6))},
+    100: {"meta": "meta", "names_key": "fine_label_names", "labels_key": "fine_labels",
+          "test": ("test",), "train": ("train",)},
 }
 
 
@@ -202,7 +204,7 @@ def _read_cifar_files(path: Path, wanted: set[str]) -> tuple[dict[str, bytes], s
     if path.is_dir():
         folder = _cifar_folder(path)
         if folder is None:
-            raise ValueError(f"{path}: no CIFAR files here (neither batches.meta nor meta, nor the official subfolders)")
+            raise ValueError(f"{path}: no CIFAR files (batches.meta or meta) here or in the official subfolders")
         return {n: (folder / n).read_bytes() for n in sorted(wanted) if (folder / n).is_file()}, f"{folder}/"
     found: dict[str, bytes] = {}
     try:
@@ -230,28 +232,29 @@ def load_cifar(path: str | os.PathLike, split: str = "test") -> Dataset:
     path = _existing(path)
     if split not in CIFAR_SPLITS:
         raise ValueError(f"split {split!r} is not a CIFAR split; allowed: {', '.join(CIFAR_SPLITS)}")
-    wanted = {"batches.meta", "meta"} | {f for v in _CIFAR.values() for f in v[3][split]}
+    wanted = {name for v in _CIFAR.values() for name in (v["meta"], *v[split])}
     found, prefix = _read_cifar_files(path, wanted)
-    variants = [v for v in (10, 100) if _CIFAR[v][0] in found]
+    variants = [v for v in _CIFAR if _CIFAR[v]["meta"] in found]
     if len(variants) != 1:
-        raise ValueError(f"{path}: expected exactly one of batches.meta (CIFAR-10) and meta (CIFAR-100), found {len(variants)}")
+        raise ValueError(f"{path}: expected one of batches.meta (CIFAR-10) and meta (CIFAR-100), found {len(variants)}")
     variant = variants[0]
-    meta_file, names_key, labels_key, splits = _CIFAR[variant]
-    meta = _unpickle(found[meta_file], prefix + meta_file)
-    names = meta.get(names_key)
+    spec = _CIFAR[variant]
+    meta = _unpickle(found[spec["meta"]], prefix + spec["meta"])
+    names = meta.get(spec["names_key"])
     if not isinstance(names, list) or not names:
-        raise ValueError(f"{prefix}{meta_file}: no list {names_key!r} of class names")
+        raise ValueError(f"{prefix}{spec['meta']}: no list {spec['names_key']!r} of class names")
     class_names = tuple(c.decode("utf-8") if isinstance(c, bytes) else str(c) for c in names)
-    batches = [f for f in splits[split] if f in found]
+    batches = [name for name in spec[split] if name in found]
     if not batches:
-        raise ValueError(f"{path}: CIFAR-{variant} {split} split missing (no {' / '.join(splits[split])})")
+        raise ValueError(f"{path}: CIFAR-{variant} {split} split missing (no {' / '.join(spec[split])})")
     images, labels = [], []
     for name in batches:
-        im, lab = _cifar_batch(_unpickle(found[name], prefix + name), labels_key, len(class_names), prefix + name)
+        batch = _unpickle(found[name], prefix + name)
+        im, lab = _cifar_batch(batch, spec["labels_key"], len(class_names), prefix + name)
         images.append(im)
         labels.append(lab)
     counts = ", ".join(f"{n} ({len(lab)} images)" for n, lab in zip(batches, labels))
-    absent = [f for f in splits[split] if f not in found]
+    absent = [name for name in spec[split] if name not in found]
     note = f"; absent: {', '.join(absent)}" if absent else ""
     return Dataset(
         images=np.ascontiguousarray(np.concatenate(images)),
@@ -346,7 +349,8 @@ def _decode_image(data: bytes, where: str, size: tuple[int, int] | None) -> np.n
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise ValueError(f"{where}: not a readable image: {type(exc).__name__}: {exc}") from exc
     if size is not None and rgb.shape[:2] != size:
-        raise ValueError(f"{where}: image is {rgb.shape[0]}x{rgb.shape[1]} (height x width), expected {size[0]}x{size[1]}")
+        got, want = f"{rgb.shape[0]}x{rgb.shape[1]}", f"{size[0]}x{size[1]}"
+        raise ValueError(f"{where}: image is {got} (height x width), expected {want}")
     return rgb
 
 
@@ -392,7 +396,7 @@ def _image_folder_root(files: _Files, split: str | None) -> str | None:
     return None
 
 
-def load_image_folder(path: str | os.PathLike, split: str | None = None, classes: list[str] | tuple[str, ...] | None = None) -> Dataset:
+def load_image_folder(path: str | os.PathLike, split: str | None = None, classes: list[str] | None = None) -> Dataset:
     """Load an ImageFolder tree root/<class>/<image> from a folder or a .zip (read in place, not extracted).
 
     `split` selects a subfolder of the root holding the class folders (e.g. "train" / "test"). A zip whose
@@ -427,15 +431,18 @@ def _image_folder(files: _Files, split: str | None, classes=None) -> Dataset:
     for label, cls in enumerate(class_names):
         images = files.images_in(f"{root}{cls}/")
         if not images:
-            raise ValueError(f"{files.where(root + cls + '/')}: class folder holds no images ({', '.join(IMAGE_EXTENSIONS)})")
+            inner = ", ".join(files.folders_in(f"{root}{cls}/")[:5])
+            hint = f"; it holds folders ({inner}): images must lie directly in <root>/<class>/" if inner else ""
+            raise ValueError(f"{files.where(f'{root}{cls}/')}: class folder holds no images{hint}")
         names += images
         labels += [label] * len(images)
     split_note = f", split {split!r}" if split else ""
+    counts = f"{len(class_names)} classes, {len(names)} images, decoded by Pillow"
     return Dataset(
         images=_decode_images(files, names),
         labels=np.asarray(labels, dtype=np.int64),
         class_names=class_names,
-        source=f"image folder {files.path}{split_note} ({len(class_names)} classes, {len(names)} images, decoded by Pillow)",
+        source=f"image folder {files.path}{split_note} ({counts})",
     )
 
 
@@ -471,7 +478,8 @@ def _tiny_imagenet(files: _Files, split: str) -> Dataset:
         raise ValueError(f"{files.path}: no wnids.txt, not a Tiny ImageNet tree")
     wnids = _text_lines(files, root + "wnids.txt")
     if not wnids or len(set(wnids)) != len(wnids):
-        raise ValueError(f"{files.where(root + 'wnids.txt')}: expected unique wnids, one a line, got {len(wnids)} lines with {len(set(wnids))} distinct")
+        got = f"{len(wnids)} lines with {len(set(wnids))} distinct"
+        raise ValueError(f"{files.where(root + 'wnids.txt')}: expected unique wnids, one a line, got {got}")
     words = {}
     if root + "words.txt" in files.name_set:
         for line in _text_lines(files, root + "words.txt"):
@@ -484,7 +492,8 @@ def _tiny_imagenet(files: _Files, split: str) -> Dataset:
         for number, line in enumerate(_text_lines(files, annotations), start=1):
             fields = line.split("\t")
             if len(fields) < 2 or fields[1] not in index:
-                raise ValueError(f"{files.where(annotations)} line {number}: {line!r:.80} does not name an image and a wnid of wnids.txt")
+                problem = f"{line!r:.80} does not name an image and a wnid of wnids.txt"
+                raise ValueError(f"{files.where(annotations)} line {number}: {problem}")
             name = f"{root}val/images/{fields[0]}"
             if name not in files.name_set:
                 raise ValueError(f"{files.where(annotations)} line {number}: image {files.where(name)} is missing")

@@ -165,7 +165,8 @@ def test_tiny_imagenet_val_zip():
 def cifar100_files(rng, n_train=6, n_test=4, classes=5):
     """Official cifar-100-python layout: pickles train, test, meta (fine and coarse labels differ)."""
     sets = {}
-    files = {"cifar-100-python/meta": py2_pickle({"fine_label_names": [f"fine{k}" for k in range(classes)], "coarse_label_names": ["c0", "c1"]})}
+    meta = {"fine_label_names": [f"fine{k}" for k in range(classes)], "coarse_label_names": ["c0", "c1"]}
+    files = {"cifar-100-python/meta": py2_pickle(meta)}
     for split, n in (("train", n_train), ("test", n_test)):
         images, fine = random_images(rng, n), rng.integers(0, classes, n)
         sets[split] = images, fine
@@ -291,11 +292,13 @@ def tiny_imagenet_files(rng):
             train[f"{w}_{k}"] = random_images(rng, 1, 64)[0]
             files[f"{r}train/{w}/images/{w}_{k}.JPEG"] = png_bytes(train[f"{w}_{k}"])
         files[f"{r}train/{w}/{w}_boxes.txt"] = b"ignored"
-    val = [random_images(rng, 1, 64)[0], np.repeat(random_images(rng, 1, 64)[0, :, :, :1], 3, axis=2), random_images(rng, 1, 64)[0]]
+    val = list(random_images(rng, 3, 64))
+    val[1] = np.repeat(val[1][:, :, :1], 3, axis=2)  # gray: R = G = B
     files[r + "val/images/val_0.JPEG"] = png_bytes(val[0])
-    files[r + "val/images/val_1.JPEG"] = png_bytes(val[1][:, :, 0])
+    files[r + "val/images/val_1.JPEG"] = png_bytes(val[1][:, :, 0])  # a one-channel file
     files[r + "val/images/val_2.JPEG"] = png_bytes(val[2])
-    files[r + "val/val_annotations.txt"] = b"val_2.JPEG\tn001\t0\t0\t5\t5\nval_0.JPEG\tn003\t1\t1\t9\t9\nval_1.JPEG\tn002\t0\t0\t1\t1\n"
+    annotations = ["val_2.JPEG\tn001\t0\t0\t5\t5", "val_0.JPEG\tn003\t1\t1\t9\t9", "val_1.JPEG\tn002\t0\t0\t1\t1"]
+    files[r + "val/val_annotations.txt"] = "\n".join(annotations).encode() + b"\n"
     expected = {"val": (np.stack([val[2], val[0], val[1]]), [1, 2, 0]),
                 "train": (np.stack([train[f"{w}_{k}"] for w in wnids for k in (0, 1)]), [0, 0, 1, 1, 2, 2])}
     return files, expected
@@ -346,8 +349,9 @@ def test_corrupt_archives(tmp_path):
 
 def test_wrong_image_size(tmp_path):
     rng = np.random.default_rng(9)
-    write_tree(tmp_path / "f", {"a/1.png": png_bytes(random_images(rng, 1, 8)[0]), "b/2.png": png_bytes(random_images(rng, 1, 9)[0])})
-    with pytest.raises(ValueError, match=r"b/2\.png: image is 9x9 \(height x width\), expected 8x8"):
+    sizes = {1: 8, 2: 9}
+    write_tree(tmp_path / "f", {f"{k}/{k}.png": png_bytes(random_images(rng, 1, n)[0]) for k, n in sizes.items()})
+    with pytest.raises(ValueError, match=r"2/2\.png: image is 9x9 \(height x width\), expected 8x8"):
         load_image_folder(tmp_path / "f")
     files, _ = tiny_imagenet_files(rng)
     files["tiny-imagenet-200/val/images/val_0.JPEG"] = png_bytes(random_images(rng, 1, 32)[0])
@@ -401,10 +405,12 @@ def test_malicious_pickle_refused(tmp_path, func):
     marker = tmp_path / "pwned"
     arg = f"open({str(marker)!r}, 'w')" if func == "builtins.eval" else f"touch {marker}"
     module, name = func.split(".")
-    payload = pickle.dumps({b"labels": [0], b"data": Exploit(getattr(importlib.import_module(module), name), arg)}, protocol=2)
+    exploit = Exploit(getattr(importlib.import_module(module), name), arg)
+    payload = pickle.dumps({b"labels": [0], b"data": exploit}, protocol=2)
     meta = pickle.dumps({b"label_names": [b"a", b"b"]}, protocol=2)
     write_tree(tmp_path / "c", {"batches.meta": meta, "test_batch": payload})
-    with pytest.raises(ValueError, match=rf"test_batch: not a readable CIFAR pickle: UnpicklingError: refused global \w+\.{name}"):
+    refused = rf"test_batch: not a readable CIFAR pickle: UnpicklingError: refused global \w+\.{name}"
+    with pytest.raises(ValueError, match=refused):
         load_cifar(tmp_path / "c")
     assert not marker.exists()
 
