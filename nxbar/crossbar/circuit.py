@@ -61,7 +61,7 @@ def check_conductances(G, name: str = "G") -> np.ndarray:
     bad = ~np.isfinite(G) | (G < 0)
     if bad.any():
         index = tuple(int(k) for k in np.argwhere(bad)[0])
-        raise ValueError(f"{name} must be finite and >= 0 siemens, got {G[index]!r} at index {index}")
+        raise ValueError(f"{name} must be finite and >= 0 siemens, got {float(G[index])!r} at index {index}")
     return G
 
 
@@ -356,7 +356,8 @@ def nonideality_factor(G, T, n_inputs=64, seed=0):
     T3 = T.reshape(G3.shape)
     zero = np.argwhere(G3.sum(axis=1) == 0)
     if zero.size:
-        raise ValueError(f"G has a column of zero conductance (tile, column) = {tuple(zero[0])}: NF undefined")
+        where = tuple(int(k) for k in zero[0])
+        raise ValueError(f"G has a column of zero conductance (tile, column) = {where}: NF undefined")
     V = np.random.default_rng(seed).uniform(0.0, 1.0, (G3.shape[0], n_inputs, G3.shape[1]))
     i_ideal = V @ G3
     return float(np.mean((i_ideal - V @ T3) / i_ideal))
