@@ -65,7 +65,7 @@ def _no_progress(label, total):
 
 
 def _as_float(images: np.ndarray, dtype) -> np.ndarray:
-    return images.astype(dtype) / dtype(255) if images.dtype == np.uint8 else images.astype(dtype, copy=False)
+    return images.astype(dtype) / 255 if images.dtype == np.uint8 else images.astype(dtype, copy=False)
 
 
 def count_correct(model, images, labels, batch_size=200) -> int:
