@@ -246,36 +246,72 @@ def _row_port(g, r_source, r_wire, K, beta):
         beta[l] = g[l] * u
 
 
+@njit(cache=True, error_model="numpy", inline="always")
+def _subtract_rows(t, a0, a1, a2, a3, f0, f1, f2, f3):
+    """t -= f0 a0 + f1 a1 + f2 a2 + f3 a3, one pass over t (fewer loads and stores than four)."""
+    for q in range(t.size):
+        t[q] -= f0 * a0[q] + f1 * a1[q] + f2 * a2[q] + f3 * a3[q]
+
+
+@njit(cache=True, error_model="numpy", inline="always")
+def _subtract_row(t, a0, f0):
+    """t -= f0 a0."""
+    for q in range(t.size):
+        t[q] -= f0 * a0[q]
+
+
 @njit(cache=True, error_model="numpy")
 def _solve_in_place(W, c0, n, c1):
     """Overwrite W[:, c0+n:c1] with F^-1 W[:, c0+n:c1], F = W[:, c0:c0+n] symmetric positive definite.
 
-    Gaussian elimination without pivoting (stable for SPD F), then back substitution.  The inner loops
-    run from 0 over slices of rows of W: the form LLVM vectorises.
+    Gaussian elimination without pivoting (stable for SPD F), row by row: row i -= (W[i,p] / U[p,p])
+    row p for the finished rows p < i in order, which leaves F's upper triangle U; then back
+    substitution row by row on the right-hand sides: row i = (row i - sum_{p>i} U[i,p] row p) / U[i,i].
+    Rows p are applied four per pass over row i; inner loops run over slices of rows of W from 0,
+    the form LLVM vectorises.
     """
-    for p in range(n):  # forward elimination: row i -= (W[i,p] / W[p,p]) row p
-        wp = W[p, c0 + p : c1]
-        inv = 1.0 / wp[0]
-        for i in range(p + 1, n):
-            wi = W[i, c0 + p : c1]
-            f = wi[0] * inv
-            for q in range(1, wi.size):
-                wi[q] -= f * wp[q]
-    for i in range(n - 1, -1, -1):  # back substitution, one solved row at a time
-        wi = W[i, c0 + n : c1]
-        inv = 1.0 / W[i, c0 + i]
-        for q in range(wi.size):
-            wi[q] *= inv
-        for p in range(i):
-            wp = W[p, c0 + n : c1]
-            f = W[p, c0 + i]
-            for q in range(wp.size):
-                wp[q] -= f * wi[q]
+    for i in range(n):
+        wi = W[i]
+        p = 0
+        while p + 4 <= i:
+            k = c0 + p
+            u0, u1, u2, u3 = W[p], W[p + 1], W[p + 2], W[p + 3]
+            # multipliers of the four rows, each after the updates of row i by the earlier ones
+            f0 = wi[k] / u0[k]
+            wi[k + 1] -= f0 * u0[k + 1]
+            wi[k + 2] -= f0 * u0[k + 2]
+            wi[k + 3] -= f0 * u0[k + 3]
+            f1 = wi[k + 1] / u1[k + 1]
+            wi[k + 2] -= f1 * u1[k + 2]
+            wi[k + 3] -= f1 * u1[k + 3]
+            f2 = wi[k + 2] / u2[k + 2]
+            wi[k + 3] -= f2 * u2[k + 3]
+            f3 = wi[k + 3] / u3[k + 3]
+            rest = slice(k + 4, c1)
+            _subtract_rows(wi[rest], u0[rest], u1[rest], u2[rest], u3[rest], f0, f1, f2, f3)
+            p += 4
+        for r in range(p, i):  # the rows left over
+            k = c0 + r
+            _subtract_row(wi[k + 1 : c1], W[r, k + 1 : c1], wi[k] / W[r, k])
+    r0 = c0 + n
+    for i in range(n - 1, -1, -1):
+        t = W[i, r0:c1]
+        u = W[i, c0 : c0 + n]
+        p = i + 1
+        while p + 4 <= n:
+            a0, a1, a2, a3 = W[p, r0:c1], W[p + 1, r0:c1], W[p + 2, r0:c1], W[p + 3, r0:c1]
+            _subtract_rows(t, a0, a1, a2, a3, u[p], u[p + 1], u[p + 2], u[p + 3])
+            p += 4
+        for r in range(p, n):
+            _subtract_row(t, W[r, r0:c1], u[r])
+        inv = 1.0 / u[i]
+        for q in range(t.size):
+            t[q] *= inv
 
 
-@njit(cache=True, parallel=True, error_model="numpy")
-def _transfer_fast(G, r_source, r_sink, r_wire_row, r_wire_col):
-    """T of every tile of G (N, R, C) by row elimination + block forward sweep down the columns.
+@njit(cache=True, error_model="numpy")
+def _transfer_tile(G, r_source, r_sink, r_wire_row, r_wire_col, T):
+    """T (R, C) of one tile G (R, C), written into T: row elimination, then a block sweep down the columns.
 
     With (K_i, beta_i) the port of row i (_row_port) the column nodes obey, row block by row block,
         beta_i V_i - K_i c_i + (c_{i-1} - c_i)/r_wire_col [i > 0] + (c_{i+1} - c_i)/r_wire_col [i < R-1]
@@ -288,29 +324,33 @@ def _transfer_fast(G, r_source, r_sink, r_wire_row, r_wire_col):
     current that 1 V on row k pushes down the column wires into row i+1.
     Work array W = [F | E | Y] (C x (2C + R)); one elimination per row solves [X | Y] together.
     """
-    N, R, C = G.shape
-    T = np.empty((N, R, C))
-    for n in prange(N):
-        K = np.empty((C, C))
-        beta = np.empty(C)
-        W = np.zeros((C, 2 * C + R))
-        for i in range(R):
-            _row_port(G[n, i], r_source, r_wire_row, K, beta)
-            last = i == R - 1
-            r_down = r_sink if last else r_wire_col
-            f0 = C if last else 0  # the last step stores F over E (E no longer needed)
-            for a in range(C):
-                for b in range(C):
-                    e = K[a, b] + W[a, C + b]
-                    W[a, C + b] = e
-                    W[a, f0 + b] = r_down * e
-                W[a, f0 + a] += 1.0
-                W[a, 2 * C + i] = beta[a]
-            _solve_in_place(W, f0, C, 2 * C + i + 1)
-        for k in range(R):
-            for j in range(C):
-                T[n, k, j] = W[j, 2 * C + k]
-    return T
+    R, C = G.shape
+    K = np.empty((C, C))
+    beta = np.empty(C)
+    W = np.zeros((C, 2 * C + R))
+    for i in range(R):
+        _row_port(G[i], r_source, r_wire_row, K, beta)
+        last = i == R - 1
+        r_down = r_sink if last else r_wire_col
+        f0 = C if last else 0  # the last step stores F over E (E no longer needed)
+        for a in range(C):
+            for b in range(C):
+                e = K[a, b] + W[a, C + b]
+                W[a, C + b] = e
+                W[a, f0 + b] = r_down * e
+            W[a, f0 + a] += 1.0
+            W[a, 2 * C + i] = beta[a]
+        _solve_in_place(W, f0, C, 2 * C + i + 1)
+    for k in range(R):
+        for j in range(C):
+            T[k, j] = W[j, 2 * C + k]
+
+
+@njit(cache=True, parallel=True, error_model="numpy")
+def _transfer_tiles(G, r_source, r_sink, r_wire_row, r_wire_col, T):
+    """_transfer_tile for every tile of G (N, R, C), in parallel over the tiles."""
+    for n in prange(G.shape[0]):
+        _transfer_tile(G[n], r_source, r_sink, r_wire_row, r_wire_col, T[n])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -332,7 +372,12 @@ def transfer_matrix(G, r_source_ohm, r_sink_ohm, r_wire_row_ohm, r_wire_col_ohm,
         raise ValueError(f"method must be one of {', '.join(map(repr, METHODS))}, got {method!r}")
     tiles = G.reshape((-1,) + G.shape[-2:])
     if method in ("auto", "fast"):
-        T = _transfer_fast(tiles, res["r_source_ohm"], res["r_sink_ohm"], res["r_wire_row_ohm"], res["r_wire_col_ohm"])
+        T = np.empty(tiles.shape)
+        args = (res["r_source_ohm"], res["r_sink_ohm"], res["r_wire_row_ohm"], res["r_wire_col_ohm"])
+        if len(tiles) == 1:  # one tile: no parallel launch (its thread wake-up costs more than the solve)
+            _transfer_tile(tiles[0], *args, T[0])
+        else:
+            _transfer_tiles(tiles, *args, T)
     else:
         solve = _solve_dense if method == "dense" else _solve_sparse
         T = np.stack([_transfer_nodal(tile, res, solve) for tile in tiles])
