@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from nxbar.crossbar import node_voltages, nonideality_factor, transfer_matrix
+from nxbar.crossbar.circuit import _row_port
 
 METHODS = ("dense", "sparse", "fast")
 NAMES = ("r_source_ohm", "r_sink_ohm", "r_wire_row_ohm", "r_wire_col_ohm")
@@ -115,6 +116,30 @@ def test_two_by_two_worked_by_hand_in_docs(method):
     np.testing.assert_allclose(v_row * 44, [[27, 20], [4, 5]], rtol=1e-14)
     np.testing.assert_allclose(v_col * 44, [[17, 13], [7, 6]], rtol=1e-14)
     np.testing.assert_allclose(i_out, t[0], rtol=1e-14)
+
+
+def row_port(g, r_source, r_wire):
+    K, beta = np.empty((g.size, g.size)), np.empty(g.size)
+    _row_port(g, r_source, r_wire, K, beta)
+    return K, beta
+
+
+def test_row_port_of_the_worked_example_and_of_a_random_row():
+    """K = D - D M^-1 D and beta = g_s D M^-1 e_0 (docs/physics.md 5.1) against a dense inverse of M."""
+    K, beta = row_port(np.ones(2), 1.0, 1.0)
+    np.testing.assert_allclose(K, [[3 / 5, -1 / 5], [-1 / 5, 2 / 5]], rtol=1e-15)
+    np.testing.assert_allclose(beta, [2 / 5, 1 / 5], rtol=1e-15)
+    rng = np.random.default_rng(9)
+    g = random_tiles(rng, 7)
+    rs, rw = 80.0, 2.5
+    M = np.diag(g) + np.diag(np.r_[1 / rs + 1 / rw, np.full(5, 2 / rw), 1 / rw])
+    M -= np.diag(np.full(6, 1 / rw), 1) + np.diag(np.full(6, 1 / rw), -1)
+    D, Minv = np.diag(g), np.linalg.inv(M)
+    K, beta = row_port(g, rs, rw)
+    np.testing.assert_allclose(K, D - D @ Minv @ D, rtol=1e-12, atol=1e-12 * np.abs(K).max())
+    np.testing.assert_allclose(beta, D @ Minv[:, 0] / rs, rtol=1e-12)
+    K, beta = row_port(g, 0.0, 0.0)  # both zero: the row is held at V_i
+    assert np.array_equal(K, D) and np.array_equal(beta, g)
 
 
 # ----------------------------------------------------------------------------------------------
