@@ -31,7 +31,6 @@ import scipy.sparse.linalg
 from numba import njit, prange
 
 METHODS = ("auto", "dense", "sparse", "fast")
-RESISTANCE_NAMES = ("r_source_ohm", "r_sink_ohm", "r_wire_row_ohm", "r_wire_col_ohm")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -85,8 +84,8 @@ def nodal_system(G, r_source_ohm, r_sink_ohm, r_wire_row_ohm, r_wire_col_ohm):
     KCL at free node a, each element (a, b, g) contributing the current g (v_a - v_b) out of a:
         sum_b g_ab (x_a - x_b) [b free] + sum_b g_ab x_a [b fixed] = sum_b g_ab V(b) [b fixed],
     i.e. A[a,a] += g, A[a,b] -= g for free b, B[a,k] += g when b is fixed at V_k (ground adds nothing).
-    Returns A (n_free x n_free, scipy.sparse csc), B (n_free x R) and `where` (2RC,): the row of the
-    stacked vector [x; V; 0] that holds each r/c node's voltage.
+    Returns A (n_free x n_free, scipy.sparse csc), B (n_free x R) and `row` (2RC,): the index in the
+    stacked vector [x; V; 0] of each r/c node's voltage.
     """
     R, C = G.shape
     n_cell = R * C
@@ -94,7 +93,7 @@ def nodal_system(G, r_source_ohm, r_sink_ohm, r_wire_row_ohm, r_wire_col_ohm):
     r = np.arange(n_cell).reshape(R, C)
     c = r + n_cell
     s = 2 * n_cell + np.arange(R)
-    # Every element once: (node a, node b, resistance in ohm or None for a device, device conductance)
+    # The resistors as (nodes a, nodes b, ohm); the devices G[i,j] between r(i,j) and c(i,j) come first below.
     resistors = [
         (s, r[:, 0], r_source_ohm),
         (r[:, :-1], r[:, 1:], r_wire_row_ohm),
@@ -113,7 +112,7 @@ def nodal_system(G, r_source_ohm, r_sink_ohm, r_wire_row_ohm, r_wire_col_ohm):
             b_list.append(b)
             g_list.append(np.full(a.size, 1.0 / ohm))
     root = np.array([_find(parent, k) for k in range(ground + 1)])
-    # Row of [x; V; 0] holding each class: fixed classes first, then free ones numbered 0..n_free-1.
+    # Row of [x; V; 0] holding each class: free classes 0..n_free-1, then the R sources, then ground.
     is_fixed = np.zeros(ground + 1, dtype=bool)
     is_fixed[root[s]] = True
     is_fixed[root[ground]] = True
