@@ -1,0 +1,119 @@
+"""Throughput of the NumPy VGG engine against PyTorch CPU float32 on the same network, same process.
+
+VGG8, random weights, batch 128 of 32x32 images: images/s for the forward pass (logits) and for
+forward + input gradient (what an attack step costs). Each measurement is the best of several
+repeats, NumPy and PyTorch interleaved, so a shared machine penalises both alike.
+Target of issue 2: NumPy >= 0.7x PyTorch.
+
+    python3 -m benchmarks.bench_engine [--batch 128] [--repeats 5]      (from the repository root)
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+
+from nxbar.models.arch import check_arch
+from nxbar.models.vgg import VGG, random_params
+
+MEAN, STD = (0.4914, 0.4822, 0.4465), (0.247, 0.2435, 0.2616)
+
+
+def torch_vgg(model: VGG):
+    """The equivalent PyTorch network (NCHW, eval mode, parameters frozen) carrying `model`'s weights."""
+    import torch
+    from torch import nn
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            table = check_arch(model.arch)
+            layers, c_in, k = [], 3, 0
+            for item in table["features"]:
+                if item == "M":
+                    layers.append(nn.MaxPool2d(2))
+                    continue
+                k += 1
+                conv, bn = nn.Conv2d(c_in, item, 3, padding=1, bias=False), nn.BatchNorm2d(item, eps=model.bn_eps)
+                setattr(self, f"conv{k}", conv)
+                setattr(self, f"bn{k}", bn)
+                layers += [conv, bn, nn.ReLU()]
+                c_in = item
+            layers.append(nn.Flatten())
+            n_fc = len(table["hidden_fc"]) + 1
+            for j in range(1, n_fc + 1):
+                shape = model.params[f"fc{j}.weight"].shape
+                fc = nn.Linear(shape[1], shape[0])
+                setattr(self, f"fc{j}", fc)
+                layers += [fc] + ([nn.ReLU()] if j < n_fc else [])
+            self.seq = nn.Sequential(*layers)
+            self.register_buffer("mean", torch.tensor(model.mean.astype(np.float32)).view(1, 3, 1, 1))
+            self.register_buffer("std", torch.tensor(model.std.astype(np.float32)).view(1, 3, 1, 1))
+
+        def forward(self, x):
+            return self.seq((x - self.mean) / self.std)
+
+    net = Net()
+    net.load_state_dict({k: torch.tensor(np.asarray(v, dtype=np.float32)) for k, v in model.params.items()},
+                        strict=False)
+    net.eval()
+    for p in net.parameters():
+        p.requires_grad_(False)
+    return net
+
+
+def rate(fn, n_images: int) -> float:
+    """Images per second of one call of fn() that processes `n_images` images."""
+    t = time.perf_counter()
+    fn()
+    return n_images / (time.perf_counter() - t)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--batch", type=int, default=128)
+    ap.add_argument("--repeats", type=int, default=5)
+    args = ap.parse_args()
+    model = VGG("vgg8", random_params("vgg8", num_classes=10, input_size=32), num_classes=10, input_size=32,
+                mean=MEAN, std=STD)
+    rng = np.random.default_rng(1)
+    x = rng.random((args.batch, 32, 32, 3), dtype=np.float32)
+    y = rng.integers(0, 10, args.batch)
+    model.loss_and_input_grad(x[:2], y[:2])  # compile the Numba kernels outside the timing
+    runs = {"forward": lambda: model.forward(x), "forward+input grad": lambda: model.loss_and_input_grad(x, y)}
+    try:
+        import torch
+    except ImportError:
+        torch = None
+    if torch is not None:
+        net = torch_vgg(model)
+        xt, yt = torch.from_numpy(x.transpose(0, 3, 1, 2).copy()), torch.from_numpy(y)
+
+        def torch_forward():
+            with torch.no_grad():
+                net(xt)
+
+        def torch_grad():
+            xg = xt.clone().requires_grad_(True)
+            torch.nn.functional.cross_entropy(net(xg), yt).backward()
+
+        torch_runs = {"forward": torch_forward, "forward+input grad": torch_grad}
+        torch_forward(), torch_grad()  # warm-up
+    print(f"VGG8, 32x32, batch {args.batch}, best of {args.repeats}" +
+          (f", torch {torch.__version__} with {torch.get_num_threads()} threads" if torch else ", torch not installed"))
+    for name, fn in runs.items():
+        rates_np, rates_t = [], []
+        for _ in range(args.repeats):  # interleave so background load hits both
+            rates_np.append(rate(fn, args.batch))
+            if torch is not None:
+                rates_t.append(rate(torch_runs[name], args.batch))
+        line = f"{name:20s} numpy {max(rates_np):7.1f} img/s"
+        if torch is not None:
+            line += f"   torch {max(rates_t):7.1f} img/s   ratio numpy/torch {max(rates_np) / max(rates_t):.2f}"
+        print(line)
+
+
+if __name__ == "__main__":
+    main()

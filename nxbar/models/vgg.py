@@ -1,0 +1,254 @@
+"""VGG8 / VGG16 inference and backpropagation in NumPy (SPEC section 2), built from the tables in arch.py.
+
+The network is: input normalisation, then per feature entry either conv3x3 (no bias) + BatchNorm
+(inference form) + ReLU or a 2x2 max-pool, then flatten in PyTorch (C, H, W) order, then the FC layers
+with ReLU between them. Layers are those of layers.py; this module only strings them together.
+
+A model is immutable: parameters are stored once (read-only views, PyTorch layouts, model dtype) and each
+MVM weight matrix is unrolled once, on first use. `with_params` builds a new model with some arrays
+swapped (the crossbar mapper's effective weights W', SPEC 4.6).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from nxbar.models import layers as L
+from nxbar.models.arch import IN_CHANNELS, check_arch, mvm_names, param_shapes
+
+# Images per forward/backward pass inside the gradient methods: bounds the memory held by the caches
+# (about 1.5 GB for VGG8 at 32x32 in float32); the results do not depend on it.
+_GRAD_CHUNK = 128
+
+
+def _channel_vector(name: str, value, dtype: np.dtype, positive: bool) -> np.ndarray:
+    v = np.asarray(value, dtype=np.float64)
+    if v.shape != (IN_CHANNELS,) or not np.all(np.isfinite(v)) or (positive and not np.all(v > 0)):
+        need = "positive " if positive else ""
+        raise ValueError(f"{name} must be {IN_CHANNELS} finite {need}numbers (one per channel), got {value!r}")
+    return v.astype(dtype)
+
+
+class VGG:
+    """A VGG network with hand-written forward and backward passes.
+
+    VGG(arch, params, *, num_classes, input_size, mean, std, bn_eps=1e-5, dtype=np.float32)
+      arch        "vgg8" or "vgg16" (nxbar.models.arch)
+      params      dict name -> array, exactly the names and shapes of arch.param_shapes (PyTorch layouts)
+      mean, std   per-channel input normalisation, (x - mean) / std on [0, 1] pixels
+      bn_eps      BatchNorm epsilon
+      dtype       float32 (default) or float64 (gradient checks)
+    """
+
+    def __init__(self, arch, params, *, num_classes, input_size, mean, std, bn_eps=1e-5, dtype=np.float32):
+        table = check_arch(arch)
+        shapes = param_shapes(arch, num_classes, input_size)
+        dtype = np.dtype(dtype)
+        if dtype not in (np.float32, np.float64):
+            raise ValueError(f"dtype must be float32 or float64, got {dtype}")
+        if not (isinstance(bn_eps, (int, float)) and np.isfinite(bn_eps) and bn_eps > 0):
+            raise ValueError(f"bn_eps must be a positive finite number, got {bn_eps!r}")
+        missing = [n for n in shapes if n not in params]
+        extra = sorted(set(params) - set(shapes))
+        if missing:
+            raise ValueError(f"params for {arch} lack the array(s) {', '.join(missing)}")
+        if extra:
+            raise ValueError(f"params for {arch} have unexpected array(s) {', '.join(extra)}")
+        stored = {}
+        for name, shape in shapes.items():
+            a = np.asarray(params[name])
+            if a.shape != shape:
+                raise ValueError(f"array {name} has shape {a.shape}, expected {shape}")
+            if not np.issubdtype(a.dtype, np.floating):
+                raise ValueError(f"array {name} has dtype {a.dtype}, expected a floating type")
+            view = np.asarray(a, dtype=dtype).view()
+            view.flags.writeable = False
+            stored[name] = view
+        self.arch = arch
+        self.num_classes = num_classes
+        self.input_size = input_size
+        self.mean = _channel_vector("mean", mean, dtype, positive=False)
+        self.std = _channel_vector("std", std, dtype, positive=True)
+        self.bn_eps = float(bn_eps)
+        self.dtype = dtype
+        self.params = stored
+        self.mvm_names = mvm_names(arch)
+        self._mats: dict[str, np.ndarray] = {}  # unrolled MVM weights, filled once per name by _matrix
+        plan, k = [], 0
+        for item in table["features"]:
+            if item == "M":
+                plan.append(("pool", None))
+            else:
+                k += 1
+                plan += [("conv", f"conv{k}"), ("bn", f"bn{k}"), ("relu", None)]
+        plan.append(("flatten", None))
+        n_fc = len(table["hidden_fc"]) + 1
+        for j in range(1, n_fc + 1):
+            plan.append(("fc", f"fc{j}"))
+            if j < n_fc:
+                plan.append(("relu", None))
+        self._plan = tuple(plan)
+
+    def __repr__(self) -> str:
+        return (f"VGG({self.arch!r}, num_classes={self.num_classes}, input_size={self.input_size}, "
+                f"dtype={self.dtype.name})")
+
+    def _matrix(self, name: str) -> np.ndarray:
+        """The crossbar-layout matrix of MVM weight `name` (layers.conv/fc_weight_to_matrix), unrolled once."""
+        m = self._mats.get(name)
+        if m is None:
+            w = self.params[name]
+            m = self._mats[name] = L.conv_weight_to_matrix(w) if w.ndim == 4 else L.fc_weight_to_matrix(w)
+        return m
+
+    # ------------------------------------------------------------------------- derived models
+    def _config(self) -> dict:
+        return dict(num_classes=self.num_classes, input_size=self.input_size, mean=self.mean, std=self.std,
+                    bn_eps=self.bn_eps)
+
+    def with_params(self, replacements: dict) -> "VGG":
+        """A new model with the arrays in `replacements` swapped in; the other arrays are shared."""
+        unknown = sorted(set(replacements) - set(self.params))
+        if unknown:
+            raise ValueError(f"replacements name unknown array(s) {', '.join(unknown)}; "
+                             f"allowed: the names of {self.arch}'s params")
+        new = VGG(self.arch, {**self.params, **replacements}, dtype=self.dtype, **self._config())
+        new._mats.update((n, m) for n, m in self._mats.items() if n not in replacements)
+        return new
+
+    def astype(self, dtype) -> "VGG":
+        """The same network computing in `dtype` (float32 or float64)."""
+        return VGG(self.arch, self.params, dtype=dtype, **self._config())
+
+    # ------------------------------------------------------------------------- inputs
+    def _images(self, x) -> np.ndarray:
+        x = np.asarray(x)
+        s = self.input_size
+        if x.ndim != 4 or x.shape[1:] != (s, s, IN_CHANNELS):
+            raise ValueError(f"x must have shape (N, {s}, {s}, {IN_CHANNELS}) (NHWC), got {x.shape}")
+        if x.dtype == np.uint8:
+            return x.astype(self.dtype) / self.dtype.type(255)
+        if not np.issubdtype(x.dtype, np.floating):
+            raise ValueError(f"x must be uint8 or floating images in [0, 1], got dtype {x.dtype}")
+        return np.ascontiguousarray(x, dtype=self.dtype)
+
+    def _labels(self, y, n: int) -> np.ndarray:
+        y = np.asarray(y)
+        if y.shape != (n,) or not np.issubdtype(y.dtype, np.integer):
+            raise ValueError(f"y must be {n} integer labels (one per image), got shape {y.shape} dtype {y.dtype}")
+        if n and (y.min() < 0 or y.max() >= self.num_classes):
+            raise ValueError(f"labels must lie in [0, {self.num_classes - 1}], got range [{y.min()}, {y.max()}]")
+        return y
+
+    # ------------------------------------------------------------------------- passes
+    def _forward(self, h: np.ndarray, caches: list | None) -> np.ndarray:
+        """Logits of [0, 1] images h (model dtype); appends every layer's cache to `caches` unless None."""
+        h, c = L.normalize_forward(h, self.mean, self.std)
+        steps = [c]
+        p = self.params
+        for kind, key in self._plan:
+            if kind == "conv":
+                h, c = L.conv3x3_forward(h, self._matrix(f"{key}.weight"))
+            elif kind == "bn":
+                h, c = L.batchnorm_forward(h, p[f"{key}.weight"], p[f"{key}.bias"], p[f"{key}.running_mean"],
+                                           p[f"{key}.running_var"], self.bn_eps)
+            elif kind == "relu":
+                h, c = L.relu_forward(h)
+            elif kind == "pool":
+                h, c = L.maxpool2_forward(h)
+            elif kind == "flatten":
+                h, c = L.flatten_forward(h)
+            else:
+                h, c = L.linear_forward(h, self._matrix(f"{key}.weight"), p[f"{key}.bias"])
+            if caches is not None:
+                steps.append(c)
+        if caches is not None:
+            caches.extend(steps)
+        return h
+
+    def _backward(self, dlogits: np.ndarray, caches: list, grads: dict | None) -> np.ndarray:
+        """Input gradient from dlogits; adds parameter gradients into `grads` unless it is None."""
+        want = grads is not None
+        d = dlogits
+        for (kind, key), c in zip(reversed(self._plan), reversed(caches[1:])):
+            if kind == "conv":
+                d, dw = L.conv3x3_backward(d, c, param_grads=want)
+                new = {f"{key}.weight": dw}
+            elif kind == "bn":
+                d, dg, db = L.batchnorm_backward(d, c, param_grads=want)
+                new = {f"{key}.weight": dg, f"{key}.bias": db}
+            elif kind == "relu":
+                d, new = L.relu_backward(d, c), {}
+            elif kind == "pool":
+                d, new = L.maxpool2_backward(d, c), {}
+            elif kind == "flatten":
+                d, new = L.flatten_backward(d, c), {}
+            else:
+                d, dw, db = L.linear_backward(d, c, param_grads=want)
+                new = {f"{key}.weight": dw, f"{key}.bias": db}
+            if want:
+                for name, g in new.items():
+                    grads[name] = grads[name] + g if name in grads else g
+        return L.normalize_backward(d, caches[0])
+
+    def forward(self, x) -> np.ndarray:
+        """Logits (N, num_classes) of NHWC images x in [0, 1] (uint8 images are divided by 255)."""
+        return self._forward(self._images(x), None)
+
+    def predict(self, x, batch_size: int = 256) -> np.ndarray:
+        """Predicted labels (int64), evaluating `batch_size` images at a time."""
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        x = np.asarray(x)
+        out = [self.forward(x[i:i + batch_size]).argmax(axis=1) for i in range(0, len(x), batch_size)]
+        return np.concatenate(out).astype(np.int64) if out else np.zeros(0, dtype=np.int64)
+
+    def _loss_and_grads(self, x, y, grads: dict | None):
+        x = self._images(x)
+        n = x.shape[0]
+        y = self._labels(y, n)
+        if n == 0:
+            raise ValueError("x must hold at least one image")
+        loss, dx = 0.0, np.empty_like(x)
+        for i in range(0, n, _GRAD_CHUNK):
+            sl = slice(i, i + _GRAD_CHUNK)
+            caches: list = []
+            logits = self._forward(x[sl], caches)
+            chunk_loss, dlogits = L.softmax_cross_entropy(logits, y[sl])
+            w = len(logits) / n  # mean over the batch = chunk means weighted by chunk size
+            loss += chunk_loss * w
+            dx[sl] = self._backward(dlogits * dlogits.dtype.type(w), caches, grads)
+        return loss, dx
+
+    def loss_and_input_grad(self, x, y):
+        """(mean softmax cross-entropy as a float, dL/dx with x's shape in the model dtype).
+
+        dx is the gradient with respect to the [0, 1] pixels (for uint8 input: with respect to x / 255).
+        No weight gradient is computed.
+        """
+        return self._loss_and_grads(x, y, None)
+
+    def loss_and_grads(self, x, y):
+        """(loss, dx, grads): grads maps every trainable array (conv/fc weights, fc biases, bn weight/bias)
+        to dL/d(array) in its PyTorch layout and the model dtype."""
+        grads: dict = {}
+        loss, dx = self._loss_and_grads(x, y, grads)
+        return loss, dx, grads
+
+
+def random_params(arch: str, *, num_classes: int, input_size: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """Random float32 parameters for tests and benchmarks: He-normal conv/FC weights (std sqrt(2 / fan_in)),
+    small random biases, BatchNorm gamma ~ U[0.5, 1.5], beta ~ N(0, 0.1^2), running mean ~ N(0, 0.1^2),
+    running var ~ U[0.5, 1.5], so that every layer is non-trivial and activations keep their scale."""
+    rng = np.random.default_rng(seed)
+    params = {}
+    for name, shape in param_shapes(arch, num_classes, input_size).items():
+        kind = name.split(".")[1]
+        if name.startswith(("conv", "fc")) and kind == "weight":
+            a = rng.standard_normal(shape) * np.sqrt(2.0 / np.prod(shape[1:]))
+        elif kind == "weight" or kind == "running_var":
+            a = rng.uniform(0.5, 1.5, shape)
+        else:
+            a = rng.normal(0.0, 0.1, shape)
+        params[name] = a.astype(np.float32)
+    return params
