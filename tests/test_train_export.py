@@ -1,0 +1,139 @@
+"""tools/train_export.py: augmentation, schedule, export + parity against nxbar, and resume after a kill.
+
+Runs only where torch imports (the optional `train` extra)."""
+
+import csv
+import io
+import json
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+import train_export as T  # noqa: E402
+
+from nxbar.data import load_dataset  # noqa: E402
+from nxbar.models.vgg import VGG  # noqa: E402
+from nxbar.weights import load_model  # noqa: E402
+
+torch.set_num_threads(1)  # the machine running the suite is shared: one thread is faster than two
+
+
+def test_augment_is_a_crop_of_the_zero_padded_image_then_a_mirror():
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
+    dy, dx = np.array([0, 8, 3, 5]), np.array([8, 0, 4, 1])
+    flip = np.array([True, False, False, True])
+    out = T.augment(torch.from_numpy(images), torch.from_numpy(dy), torch.from_numpy(dx), torch.from_numpy(flip))
+    padded = np.pad(images, ((0, 0), (4, 4), (4, 4), (0, 0)))
+    for i in range(4):
+        ref = padded[i, dy[i]:dy[i] + 32, dx[i]:dx[i] + 32]
+        ref = ref[:, ::-1] if flip[i] else ref
+        np.testing.assert_array_equal(out[i].numpy(), ref.transpose(2, 0, 1) / np.float32(255))
+
+
+def test_one_cycle_closed_form():
+    total, lr = 1000, 0.1
+    warm = round(T.WARMUP_FRACTION * total)
+    assert T.one_cycle(0, total, lr) == pytest.approx(lr / T.DIV_FACTOR)
+    assert T.one_cycle(warm // 2, total, lr) == pytest.approx((lr / T.DIV_FACTOR + lr) / 2)
+    assert T.one_cycle(warm, total, lr) == pytest.approx(lr)
+    end = lr / T.FINAL_DIV_FACTOR
+    assert T.one_cycle((warm + total) // 2, total, lr) == pytest.approx((lr + end) / 2)
+    assert T.one_cycle(total, total, lr) == pytest.approx(end)
+
+
+def _random_bn_stats(model, seed):
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, buf in model.named_buffers():
+            if name.endswith("running_mean"):
+                buf.copy_(0.1 * torch.randn(buf.shape, generator=gen))
+            elif name.endswith("running_var"):
+                buf.copy_(0.5 + torch.rand(buf.shape, generator=gen))
+
+
+def test_export_writes_a_file_nxbar_loads_with_parity(tmp_path):
+    torch.manual_seed(0)
+    model = T.TorchVGG("vgg16")
+    _random_bn_stats(model, 1)
+    data = load_dataset("embedded")
+    images, labels = data.images[:6], data.labels[:6]
+    record = T.export(model, tmp_path / "vgg16_cifar10", class_names=data.class_names,
+                      parity_set=(images[:3], labels[:3]),
+                      eval_sets={"embedded_lossless_test": (images, labels, "first 6")},
+                      meta={"training": {"note": "untrained"}})
+    assert record["parity"]["passed"]
+    net, meta = load_model(tmp_path / "vgg16_cifar10")
+    with torch.no_grad():
+        z_torch = model.eval()(T.to_tensor(images)).numpy()
+    assert np.abs(net.forward(images) - z_torch).max() < 1e-3
+    saved = json.loads((tmp_path / "vgg16_cifar10.json").read_text())
+    acc = saved["accuracy"]["embedded_lossless_test"]
+    assert acc["correct"] == int((z_torch.argmax(1) == labels).sum()) and acc["total"] == 6
+    assert saved["training"] == {"note": "untrained"} and saved["normalization"]["mean"] == list(T.CIFAR10_MEAN)
+
+
+def test_parity_detects_a_wrong_flatten_order():
+    """fc1 columns in (H, W, C) instead of PyTorch's (C, H, W) order: the check must fail."""
+    torch.manual_seed(0)
+    model = T.TorchVGG("vgg8")
+    params = T.to_params(model)
+    w = params["fc1.weight"]
+    params["fc1.weight"] = w.reshape(-1, 512, 4, 4).transpose(0, 2, 3, 1).reshape(w.shape)
+    net = VGG("vgg8", params, num_classes=10, input_size=32, mean=np.array(T.CIFAR10_MEAN),
+              std=np.array(T.CIFAR10_STD))
+    data = load_dataset("embedded")
+    check = T.parity(model, net, data.images[:2], data.labels[:2])
+    assert not check["passed"] and check["max_abs_logit_diff_float32"] > 1e-3
+
+
+def _tiny_image_folder(path: Path, class_names) -> Path:
+    """An ImageFolder zip with train/ (3 PNGs a class) and test/ (1 a class) of random 32x32 images."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    with zipfile.ZipFile(path, "w") as z:
+        for split, count in (("train", 3), ("test", 1)):
+            for cls in class_names:
+                for i in range(count):
+                    buf = io.BytesIO()
+                    Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(buf, "PNG")
+                    z.writestr(f"{split}/{cls}/{i:04d}.png", buf.getvalue())
+    return path
+
+
+def test_training_resumes_after_a_kill_to_the_same_weights(tmp_path, monkeypatch):
+    data = _tiny_image_folder(tmp_path / "tiny.zip", load_dataset("embedded").class_names)
+
+    def run(name):
+        out = str(tmp_path / name)
+        return T.main(["--model", "vgg16", "--epochs", "2", "--batch-size", "4", "--limit-train", "12",
+                       "--lr", "0.01", "--limit-eval", "2", "--threads", "1", "--data", str(data),
+                       "--out-dir", out, "--results-dir", out, "--checkpoint-dir", out + "/ckpt",
+                       "--checkpoint-minutes", "0"])
+
+    straight = run("a")
+    real_step, calls = torch.optim.SGD.step, []
+
+    def killed_at_step_5(self, *a, **k):  # 3 steps per epoch: dies inside epoch 2, after a checkpoint
+        calls.append(1)
+        if len(calls) == 5:
+            raise KeyboardInterrupt
+        return real_step(self, *a, **k)
+
+    monkeypatch.setattr(torch.optim.SGD, "step", killed_at_step_5)
+    with pytest.raises(KeyboardInterrupt):
+        run("b")
+    monkeypatch.setattr(torch.optim.SGD, "step", real_step)
+    resumed = run("b")
+    for name, value in straight["model"].items():
+        assert torch.equal(value, resumed["model"][name]), name
+    assert straight["log"] == [{**r, "seconds": s["seconds"]} for r, s in zip(resumed["log"], straight["log"])]
+    rows = list(csv.DictReader(open(tmp_path / "b" / "vgg16_cifar10.csv")))
+    assert [r["epoch"] for r in rows] == ["1", "2"]
+    assert json.loads((tmp_path / "b" / "vgg16_cifar10.json").read_text())["training"]["epochs"] == 2
