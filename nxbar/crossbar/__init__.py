@@ -2,3 +2,5 @@
 
 from nxbar.crossbar.circuit import node_voltages, nonideality_factor, transfer_matrix
 from nxbar.crossbar.spice import netlist, run_ngspice
+from nxbar.crossbar.config import CrossbarConfig
+from nxbar.crossbar.mapped import MappedModel, map_layer, map_model, random_tile_nf
