@@ -23,7 +23,7 @@ G_FLOOR_FRACTION = 1e-3
 
 def weight_scale(matrix: np.ndarray) -> float:
     """w_max = max |W| over the layer (SPEC 4.3); the weight that maps onto G_max."""
-    return float(np.max(np.abs(matrix)))
+    return float(max(np.max(matrix), -np.min(matrix)))
 
 
 def quantize_levels(u: np.ndarray, bits: int | None) -> np.ndarray:
@@ -74,8 +74,11 @@ def apply_variation(g: np.ndarray, sigma: float, rng: np.random.Generator, g_min
 
     One independent z per device of `g` (padded devices included), drawn from `rng` in C order.
     """
-    z = rng.standard_normal(np.shape(g))
-    return np.maximum(g * (1.0 + sigma * z), G_FLOOR_FRACTION * g_min_s)
+    varied = rng.standard_normal(np.shape(g))
+    varied *= sigma  # in place, one array for the layer: G (1 + sigma z), then the floor
+    varied += 1.0
+    varied *= g
+    return np.maximum(varied, G_FLOOR_FRACTION * g_min_s, out=varied)
 
 
 def effective_weights(
