@@ -30,7 +30,7 @@ G_MIN, G_MAX = 1 / 200e3, 1 / 20e3
 def test_config_defaults_are_spec_section_3():
     c = CrossbarConfig()
     assert (c.size, c.r_on_ohm, c.r_off_ohm, c.sigma, c.bits, c.seed) == (32, 20e3, 200e3, 0.10, None, 0)
-    assert c.parasitics_ohm == {"r_source_ohm": 100.0, "r_sink_ohm": 100.0, "r_wire_row_ohm": 1.0, "r_wire_col_ohm": 1.0}
+    assert c.parasitics_ohm == dict(r_source_ohm=100.0, r_sink_ohm=100.0, r_wire_row_ohm=1.0, r_wire_col_ohm=1.0)
     assert c.g_max_s == 1 / 20e3 and c.g_min_s == 1 / 200e3
     assert CrossbarConfig(**json.loads(json.dumps(c.as_dict()))) == c
 
@@ -228,3 +228,10 @@ def test_layer_draw_depends_only_on_seed_and_layer_index():
     np.testing.assert_array_equal(map_layer(w, config, layer_index=2)[0], a)
     assert not np.array_equal(map_layer(w, config, layer_index=1)[0], a)
     assert not np.array_equal(map_layer(w, config.replace(seed=1), layer_index=2)[0], a)
+
+
+def test_map_layer_errors():
+    with pytest.raises(ValueError, match=r"or FC \(out, in\) weight, got shape \(2, 3, 4\)"):
+        map_layer(np.zeros((2, 3, 4)), CrossbarConfig(), 0)
+    with pytest.raises(ValueError, match="layer_index must be an integer >= 0, got -1"):
+        map_layer(np.zeros((2, 3)), CrossbarConfig(), -1)

@@ -62,6 +62,8 @@ def map_layer(w: np.ndarray, config: CrossbarConfig, layer_index: int) -> tuple[
     layer's tiles, programmed G vs solved T), mean_abs_dw_over_wmax = mean |W' - W| / w_max,
     solve_s (seconds in transfer_matrix).
     """
+    if not isinstance(layer_index, (int, np.integer)) or isinstance(layer_index, bool) or layer_index < 0:
+        raise ValueError(f"layer_index must be an integer >= 0, got {layer_index!r}")
     w = np.asarray(w)
     matrix = weight_to_matrix(w)
     g_min, g_max, size = config.g_min_s, config.g_max_s, config.size
@@ -109,7 +111,8 @@ class MappedModel:
 
     def astype(self, dtype) -> MappedModel:
         """The same mapped network with parameters cast to `dtype` (e.g. float64 for gradient checks)."""
-        return MappedModel(self.software.astype(dtype), self.hardware.astype(dtype), self.config, self.report, self.cached)
+        software, hardware = self.software.astype(dtype), self.hardware.astype(dtype)
+        return MappedModel(software, hardware, self.config, self.report, self.cached)
 
 
 def map_model(
