@@ -46,7 +46,7 @@ import torch.nn.functional as F
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from nxbar.data import load_dataset, load_image_folder  # noqa: E402
+from nxbar.data import Dataset, load_dataset, load_image_folder  # noqa: E402
 from nxbar.models.arch import check_arch, param_shapes  # noqa: E402
 from nxbar.models.vgg import VGG  # noqa: E402
 from nxbar.weights import load_model, save_weights  # noqa: E402
@@ -288,6 +288,7 @@ RECIPE_KEYS = ("model", "epochs", "batch_size", "lr", "seed", "limit_train", "bf
 def train(args, ckpt_dir: Path, train_set, test_set) -> dict:
     """Run (or resume) training to args.epochs; return the final checkpoint state."""
     recipe = {k: getattr(args, k) for k in RECIPE_KEYS}
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path = ckpt_dir / "checkpoint.pt"
     torch.manual_seed(args.seed)
     model = TorchVGG(args.model)
@@ -403,13 +404,24 @@ def parse_args(argv=None):
     return args
 
 
+def training_data(args, embedded: Dataset) -> tuple[Dataset, Dataset]:
+    """(training images of --data, the first --limit-train of them; the first --limit-eval embedded images)."""
+    t = time.time()
+    train_set = load_image_folder(args.data, split="train")
+    if args.limit_train:
+        n = args.limit_train
+        train_set = Dataset(train_set.images[:n], train_set.labels[:n], train_set.class_names,
+                            f"{train_set.source}, first {n}")
+    print(f"loaded {len(train_set.labels)} training images in {time.time() - t:.0f} s", flush=True)
+    n = args.limit_eval
+    return train_set, Dataset(embedded.images[:n], embedded.labels[:n], embedded.class_names, embedded.source)
+
+
 def main(argv=None) -> dict:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     stem = f"{args.model}_cifar10"
     ckpt_dir = Path(args.checkpoint_dir or Path.home() / ".cache/nxbar/train" / stem).expanduser()
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
-    t = time.time()
     embedded = load_dataset("embedded")
     emb = (embedded.images[:args.limit_eval], embedded.labels[:args.limit_eval])
     if args.export_only:
@@ -420,15 +432,7 @@ def main(argv=None) -> dict:
         model = TorchVGG(state["recipe"]["model"])
         model.load_state_dict(state["model"])
     else:
-        train_set = load_image_folder(args.data, split="train")
-        if args.limit_train:
-            train_set = type(train_set)(train_set.images[:args.limit_train].copy(),
-                                        train_set.labels[:args.limit_train].copy(),
-                                        train_set.class_names, train_set.source + f", first {args.limit_train}")
-        print(f"loaded {len(train_set.labels)} training images in {time.time() - t:.0f} s", flush=True)
-        test_set = type(embedded)(np.ascontiguousarray(emb[0]), emb[1].copy(), embedded.class_names,
-                                  embedded.source)
-        state = train(args, ckpt_dir, train_set, test_set)
+        state = train(args, ckpt_dir, *training_data(args, embedded))
         model = state["torch_model"]
     jpeg_test = load_image_folder(args.data, split="test")
     if list(jpeg_test.class_names) != list(embedded.class_names):
