@@ -361,7 +361,9 @@ def transfer_matrix(G, r_source_ohm, r_sink_ohm, r_wire_row_ohm, r_wire_col_ohm,
     G: (R, C) or (N, R, C) device conductances in siemens, finite and >= 0.  Resistances in ohm,
     finite and >= 0 (0 = ideal connection).  T[i, j] = current out of column j through its sink
     resistor per volt on row i, all other rows at 0 V.  method: "dense", "sparse", "fast" or "auto"
-    (= "fast"); all exact, they agree to ~1e-12 relative.
+    (= "fast"); all exact, they agree to ~1e-12 relative.  With all four resistances 0, every device sits
+    between an ideal source and ground, so T = G; "auto" returns that copy without solving (the other
+    methods compute it, bit for bit the same).
     """
     G = check_conductances(G)
     res = check_resistances(
@@ -369,6 +371,8 @@ def transfer_matrix(G, r_source_ohm, r_sink_ohm, r_wire_row_ohm, r_wire_col_ohm,
     )
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(map(repr, METHODS))}, got {method!r}")
+    if method == "auto" and not any(res.values()):
+        return G
     tiles = G.reshape((-1,) + G.shape[-2:])
     if method in ("auto", "fast"):
         T = np.empty(tiles.shape)
