@@ -2,12 +2,11 @@
 
 import json
 
-import numpy as np
 import pytest
 from click.testing import CliRunner
 
 from cli import main
-from nxbar.models.arch import param_shapes
+from nxbar.models.vgg import random_params
 from nxbar.weights import save_weights
 
 IDEAL = ["--r-source", "0", "--r-sink", "0", "--r-wire-row", "0", "--r-wire-col", "0", "--sigma", "0"]
@@ -16,15 +15,7 @@ IDEAL = ["--r-source", "0", "--r-sink", "0", "--r-wire-row", "0", "--r-wire-col"
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory):
     """A VGG8 weight file with random (He-scaled) weights: enough to exercise every command."""
-    rng = np.random.default_rng(0)
-    params = {}
-    for name, shape in param_shapes("vgg8", 10, 32).items():
-        if name.startswith("bn") and name.endswith(("weight", "running_var")):
-            params[name] = np.ones(shape)
-        elif name.endswith(".weight"):
-            params[name] = rng.standard_normal(shape) * np.sqrt(2.0 / np.prod(shape[1:]))
-        else:
-            params[name] = np.zeros(shape)
+    params = random_params("vgg8", num_classes=10, input_size=32)
     meta = {
         "arch": "vgg8", "dataset": "cifar10", "num_classes": 10, "input_size": 32,
         "normalization": {"mean": [0.49, 0.48, 0.45], "std": [0.25, 0.24, 0.26]}, "bn_eps": 1e-5,

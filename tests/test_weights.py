@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from nxbar.models.arch import param_shapes
+from nxbar.models.vgg import random_params
 from nxbar.weights import WeightFileError, load_weights, save_weights, weight_paths
 
 META = {
@@ -20,18 +21,9 @@ META = {
 }
 
 
-def random_params(seed=0):
-    rng = np.random.default_rng(seed)
-    params = {n: rng.standard_normal(s).astype(np.float32) for n, s in param_shapes("vgg8", 10, 32).items()}
-    for n in params:
-        if n.endswith("running_var"):
-            params[n] = np.abs(params[n]) + 0.1
-    return params
-
-
 @pytest.fixture(scope="module")
 def params():
-    return random_params()
+    return random_params("vgg8", num_classes=10, input_size=32)
 
 
 @pytest.fixture

@@ -115,6 +115,13 @@ def to_params(model: TorchVGG) -> dict[str, np.ndarray]:
     return {n: state[n].detach().float().cpu().numpy().copy() for n in param_shapes(model.arch, model.num_classes, model.input_size)}
 
 
+def from_nxbar(net: VGG) -> TorchVGG:
+    """The TorchVGG carrying an nxbar VGG's parameters, in eval mode (float32, CIFAR-10 normalisation)."""
+    model = TorchVGG(net.arch, net.num_classes, net.input_size)
+    model.load_state_dict({n: torch.from_numpy(np.asarray(a, dtype=np.float32)) for n, a in net.params.items()})
+    return model.eval()
+
+
 def augment(images: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
     """Random-crop + flip of uint8 NHWC images: image i is cut at rows dy[i]..dy[i]+H-1 and columns
     dx[i]..dx[i]+W-1 of its copy zero-padded by PAD pixels on every side (0 <= dy, dx <= 2 PAD), then
