@@ -107,9 +107,9 @@ def test_normalize(rng):
     assert rel_err(L.normalize_backward(dout, cache), num_grad(f, x, dout)) < RTOL
 
 
-@pytest.mark.parametrize("rows", [10_000, 16])  # one block; one image per block
-def test_conv3x3(rng, monkeypatch, rows):
-    monkeypatch.setattr(L, "_IM2COL_ROWS", rows)
+@pytest.mark.parametrize("elements", [1 << 22, 16 * 18])  # one block; one image per block
+def test_conv3x3(rng, monkeypatch, elements):
+    monkeypatch.setattr(L, "_IM2COL_ELEMENTS", elements)
     x, w = rng.standard_normal((3, 4, 4, 2)), rng.standard_normal((3, 2, 3, 3))
     out, cache = L.conv3x3_forward(x, L.conv_weight_to_matrix(w))
     assert rel_err(out, conv_reference(x, w)) < 1e-13
@@ -147,6 +147,22 @@ def test_relu(rng):
     assert np.array_equal(out, np.where(x > 0, x, 0))
     dout = rng.standard_normal(x.shape)
     assert rel_err(L.relu_backward(dout, cache), num_grad(lambda v: L.relu_forward(v)[0], x, dout)) < RTOL
+
+
+def test_batchnorm_relu_equals_the_composition(rng):
+    x = rng.standard_normal((2, 3, 3, 4))
+    bn = (rng.uniform(0.5, 1.5, 4), rng.standard_normal(4), rng.standard_normal(4), rng.random(4), 1e-3)
+    out, cache = L.batchnorm_relu_forward(x, *bn)
+    y_bn, bn_cache = L.batchnorm_forward(x, *bn)
+    ref, relu_cache = L.relu_forward(y_bn)
+    assert rel_err(out, ref) < 1e-15 and np.any(out == 0) and np.any(out > 0)
+    dout = rng.standard_normal(out.shape)
+    d_relu = L.relu_backward(dout, relu_cache)
+    expected = L.batchnorm_backward(d_relu, bn_cache)
+    for got, want in zip(L.batchnorm_relu_backward(dout, cache), expected):
+        assert rel_err(got, want) < 1e-15
+    dx_only, g_none, b_none = L.batchnorm_relu_backward(dout, cache, param_grads=False)
+    assert g_none is None and b_none is None and rel_err(dx_only, expected[0]) < 1e-15
 
 
 def test_maxpool2(rng):
@@ -219,6 +235,7 @@ def test_every_layer_preserves_float32(rng):
     w = L.conv_weight_to_matrix(rng.standard_normal((2, 3, 3, 3)))  # float64 parameters are cast
     outs = [L.normalize_forward(x, np.zeros(3), np.ones(3))[0], L.conv3x3_forward(x, w)[0],
             L.batchnorm_forward(x, np.ones(3), np.zeros(3), np.zeros(3), np.ones(3), 1e-5)[0],
+            L.batchnorm_relu_forward(x, np.ones(3), np.zeros(3), np.zeros(3), np.ones(3), 1e-5)[0],
             L.relu_forward(x)[0], L.maxpool2_forward(x)[0], L.flatten_forward(x)[0],
             L.linear_forward(x.reshape(2, -1), np.ones((48, 2)), np.zeros(2))[0]]
     assert [o.dtype for o in outs] == [np.float32] * len(outs)

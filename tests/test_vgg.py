@@ -164,7 +164,7 @@ def test_weight_gradients_match_finite_differences(arch, names, vgg8, vgg16):
 def test_gradients_do_not_depend_on_internal_chunking(vgg8, monkeypatch):
     x, y = images(3), np.array([0, 9, 4])
     whole = vgg8.loss_and_grads(x, y)
-    monkeypatch.setattr(vgg_module, "_GRAD_CHUNK", 2)
+    monkeypatch.setattr(vgg_module, "_CHUNK", 2)
     parts = vgg8.loss_and_grads(x, y)
     assert np.isclose(whole[0], parts[0], rtol=1e-13)
     for a, b in [(whole[1], parts[1])] + [(whole[2][n], parts[2][n]) for n in whole[2]]:

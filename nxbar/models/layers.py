@@ -15,8 +15,9 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-# Images per im2col block: bounds the column buffer (rows = images * H * W, 9 * C_in columns).
-_IM2COL_ROWS = 8192
+# Size of the im2col column buffer in elements (rows = images * H * W, 9 * C_in columns): the batch is
+# convolved in blocks of whole images that fill at most this much (at least one image per block).
+_IM2COL_ELEMENTS = 1 << 24
 
 
 # ----------------------------------------------------------------------------- weight unrolling (SPEC 4.1)
@@ -130,10 +131,10 @@ def col2im_3x3(dcols: np.ndarray, shape: tuple[int, int, int, int]) -> np.ndarra
 
 
 def _row_blocks(x: np.ndarray):
-    """Image slices of `x` whose im2col has at most about _IM2COL_ROWS rows (at least one image each),
+    """Image slices of `x` whose im2col has at most _IM2COL_ELEMENTS entries (at least one image each),
     and an empty column buffer large enough for one slice."""
     n, h, w, c = x.shape
-    step = max(1, min(n, _IM2COL_ROWS // (h * w)))
+    step = max(1, min(n, _IM2COL_ELEMENTS // (h * w * 9 * c)))
     buf = np.empty((step * h * w, 9 * c), dtype=x.dtype)
     return [slice(s, s + step) for s in range(0, n, step)], buf
 
@@ -186,18 +187,24 @@ def conv3x3_backward(dout: np.ndarray, cache, param_grads: bool = True):
 
 
 # ----------------------------------------------------------------------------- batch normalisation
+def _bn_affine(dt, gamma, beta, running_mean, running_var, eps):
+    """mean, 1/sqrt(var + eps), scale = gamma/sqrt(var + eps), shift = beta - mean scale, in dtype dt."""
+    mean = np.asarray(running_mean, dtype=dt)
+    inv_std = 1.0 / np.sqrt(np.asarray(running_var, dtype=dt) + dt.type(eps))
+    scale = np.asarray(gamma, dtype=dt) * inv_std
+    return mean, inv_std, scale, np.asarray(beta, dtype=dt) - mean * scale
+
+
 def batchnorm_forward(x: np.ndarray, gamma, beta, running_mean, running_var, eps: float):
     """BatchNorm, inference form, per channel c (last axis):
 
     x_hat = (x - running_mean_c) / sqrt(running_var_c + eps),   y = gamma_c x_hat + beta_c,
-    evaluated as y = x scale_c + (beta_c - running_mean_c scale_c), scale_c = gamma_c / sqrt(running_var_c + eps).
+    evaluated as y = x scale_c + shift_c, scale_c = gamma_c / sqrt(running_var_c + eps),
+    shift_c = beta_c - running_mean_c scale_c.
     """
-    dt = x.dtype
-    mean = np.asarray(running_mean, dtype=dt)
-    inv_std = 1.0 / np.sqrt(np.asarray(running_var, dtype=dt) + dt.type(eps))
-    scale = np.asarray(gamma, dtype=dt) * inv_std
+    mean, inv_std, scale, shift = _bn_affine(x.dtype, gamma, beta, running_mean, running_var, eps)
     out = x * scale
-    out += np.asarray(beta, dtype=dt) - mean * scale
+    out += shift
     return out, (x, mean, inv_std, scale)
 
 
@@ -225,6 +232,46 @@ def relu_forward(x: np.ndarray):
 def relu_backward(dout: np.ndarray, cache) -> np.ndarray:
     """dx = dout where x > 0, else 0 (the subgradient at x = 0 is taken as 0, as PyTorch does)."""
     return np.where(cache > 0, dout, dout.dtype.type(0))
+
+
+# ----------------------------------------------------------------------------- BatchNorm + ReLU in one pass
+@numba.njit(parallel=True, cache=True)
+def _scale_shift_relu(x, scale, shift, out):
+    for r in numba.prange(x.shape[0]):
+        for c in range(x.shape[1]):
+            v = x[r, c] * scale[c] + shift[c]
+            out[r, c] = v if v > 0 else 0
+
+
+@numba.njit(parallel=True, cache=True)
+def _scale_where_positive(dout, y, scale, dx):
+    for r in numba.prange(dout.shape[0]):
+        for c in range(dout.shape[1]):
+            dx[r, c] = dout[r, c] * scale[c] if y[r, c] > 0 else 0
+
+
+def batchnorm_relu_forward(x: np.ndarray, gamma, beta, running_mean, running_var, eps: float):
+    """relu(batchnorm(x)) in one pass over memory: y = max(x scale_c + shift_c, 0) with scale_c, shift_c of
+    `batchnorm_forward`. Same result as relu_forward(batchnorm_forward(x, ...)[0])."""
+    mean, inv_std, scale, shift = _bn_affine(x.dtype, gamma, beta, running_mean, running_var, eps)
+    x = np.ascontiguousarray(x)
+    out = np.empty_like(x)
+    c = x.shape[-1]
+    _scale_shift_relu(x.reshape(-1, c), scale, shift, out.reshape(-1, c))
+    return out, ((x, mean, inv_std, scale), out)
+
+
+def batchnorm_relu_backward(dout: np.ndarray, cache, param_grads: bool = True):
+    """relu_backward then batchnorm_backward: dx = dout scale_c where y > 0, else 0 (one pass when
+    param_grads is False). Returns (dx, dgamma, dbeta) as `batchnorm_backward`."""
+    bn_cache, y = cache
+    if param_grads:
+        return batchnorm_backward(relu_backward(dout, y), bn_cache, True)
+    dout = np.ascontiguousarray(dout)
+    dx = np.empty_like(dout)
+    c = dout.shape[-1]
+    _scale_where_positive(dout.reshape(-1, c), y.reshape(-1, c), bn_cache[3], dx.reshape(-1, c))
+    return dx, None, None
 
 
 # ----------------------------------------------------------------------------- 2x2 max-pool

@@ -16,9 +16,9 @@ import numpy as np
 from nxbar.models import layers as L
 from nxbar.models.arch import IN_CHANNELS, check_arch, mvm_names, param_shapes
 
-# Images per forward/backward pass inside the gradient methods: bounds the memory held by the caches
-# (about 1.5 GB for VGG8 at 32x32 in float32); the results do not depend on it.
-_GRAD_CHUNK = 128
+# Images per pass through the network: bounds the memory of the activations and of the backward caches
+# and keeps them closer to the CPU caches; the results do not depend on it.
+_CHUNK = 64
 
 
 def _channel_vector(name: str, value, dtype: np.dtype, positive: bool) -> np.ndarray:
@@ -80,7 +80,7 @@ class VGG:
                 plan.append(("pool", None))
             else:
                 k += 1
-                plan += [("conv", f"conv{k}"), ("bn", f"bn{k}"), ("relu", None)]
+                plan += [("conv", f"conv{k}"), ("bn_relu", f"bn{k}")]
         plan.append(("flatten", None))
         n_fc = len(table["hidden_fc"]) + 1
         for j in range(1, n_fc + 1):
@@ -149,8 +149,8 @@ class VGG:
         for kind, key in self._plan:
             if kind == "conv":
                 h, c = L.conv3x3_forward(h, self._matrix(f"{key}.weight"))
-            elif kind == "bn":
-                h, c = L.batchnorm_forward(h, p[f"{key}.weight"], p[f"{key}.bias"], p[f"{key}.running_mean"],
+            elif kind == "bn_relu":
+                h, c = L.batchnorm_relu_forward(h, p[f"{key}.weight"], p[f"{key}.bias"], p[f"{key}.running_mean"],
                                            p[f"{key}.running_var"], self.bn_eps)
             elif kind == "relu":
                 h, c = L.relu_forward(h)
@@ -174,8 +174,8 @@ class VGG:
             if kind == "conv":
                 d, dw = L.conv3x3_backward(d, c, param_grads=want)
                 new = {f"{key}.weight": dw}
-            elif kind == "bn":
-                d, dg, db = L.batchnorm_backward(d, c, param_grads=want)
+            elif kind == "bn_relu":
+                d, dg, db = L.batchnorm_relu_backward(d, c, param_grads=want)
                 new = {f"{key}.weight": dg, f"{key}.bias": db}
             elif kind == "relu":
                 d, new = L.relu_backward(d, c), {}
@@ -193,7 +193,11 @@ class VGG:
 
     def forward(self, x) -> np.ndarray:
         """Logits (N, num_classes) of NHWC images x in [0, 1] (uint8 images are divided by 255)."""
-        return self._forward(self._images(x), None)
+        x = self._images(x)
+        logits = np.empty((len(x), self.num_classes), dtype=self.dtype)
+        for i in range(0, len(x), _CHUNK):
+            logits[i:i + _CHUNK] = self._forward(x[i:i + _CHUNK], None)
+        return logits
 
     def predict(self, x, batch_size: int = 256) -> np.ndarray:
         """Predicted labels (int64), evaluating `batch_size` images at a time."""
@@ -210,8 +214,8 @@ class VGG:
         if n == 0:
             raise ValueError("x must hold at least one image")
         loss, dx = 0.0, np.empty_like(x)
-        for i in range(0, n, _GRAD_CHUNK):
-            sl = slice(i, i + _GRAD_CHUNK)
+        for i in range(0, n, _CHUNK):
+            sl = slice(i, i + _CHUNK)
             caches: list = []
             logits = self._forward(x[sl], caches)
             chunk_loss, dlogits = L.softmax_cross_entropy(logits, y[sl])
