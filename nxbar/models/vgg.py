@@ -144,14 +144,15 @@ class VGG:
     def _forward(self, h: np.ndarray, caches: list | None) -> np.ndarray:
         """Logits of [0, 1] images h (model dtype); appends every layer's cache to `caches` unless None."""
         h, c = L.normalize_forward(h, self.mean, self.std)
-        steps = [c]
+        if caches is not None:
+            caches.append(c)
         p = self.params
         for kind, key in self._plan:
             if kind == "conv":
                 h, c = L.conv3x3_forward(h, self._matrix(f"{key}.weight"))
             elif kind == "bn_relu":
-                h, c = L.batchnorm_relu_forward(h, p[f"{key}.weight"], p[f"{key}.bias"], p[f"{key}.running_mean"],
-                                           p[f"{key}.running_var"], self.bn_eps)
+                bn = [p[f"{key}.{q}"] for q in ("weight", "bias", "running_mean", "running_var")]
+                h, c = L.batchnorm_relu_forward(h, *bn, self.bn_eps)
             elif kind == "relu":
                 h, c = L.relu_forward(h)
             elif kind == "pool":
@@ -161,9 +162,7 @@ class VGG:
             else:
                 h, c = L.linear_forward(h, self._matrix(f"{key}.weight"), p[f"{key}.bias"])
             if caches is not None:
-                steps.append(c)
-        if caches is not None:
-            caches.extend(steps)
+                caches.append(c)
         return h
 
     def _backward(self, dlogits: np.ndarray, caches: list, grads: dict | None) -> np.ndarray:
