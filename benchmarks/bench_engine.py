@@ -15,53 +15,9 @@ import time
 
 import numpy as np
 
-from nxbar.models.arch import check_arch
 from nxbar.models.vgg import VGG, random_params
 
 MEAN, STD = (0.4914, 0.4822, 0.4465), (0.247, 0.2435, 0.2616)
-
-
-def torch_vgg(model: VGG):
-    """The equivalent PyTorch network (NCHW, eval mode, parameters frozen) carrying `model`'s weights."""
-    import torch
-    from torch import nn
-
-    class Net(nn.Module):
-        def __init__(self):
-            super().__init__()
-            table = check_arch(model.arch)
-            layers, c_in, k = [], 3, 0
-            for item in table["features"]:
-                if item == "M":
-                    layers.append(nn.MaxPool2d(2))
-                    continue
-                k += 1
-                conv, bn = nn.Conv2d(c_in, item, 3, padding=1, bias=False), nn.BatchNorm2d(item, eps=model.bn_eps)
-                setattr(self, f"conv{k}", conv)
-                setattr(self, f"bn{k}", bn)
-                layers += [conv, bn, nn.ReLU()]
-                c_in = item
-            layers.append(nn.Flatten())
-            n_fc = len(table["hidden_fc"]) + 1
-            for j in range(1, n_fc + 1):
-                shape = model.params[f"fc{j}.weight"].shape
-                fc = nn.Linear(shape[1], shape[0])
-                setattr(self, f"fc{j}", fc)
-                layers += [fc] + ([nn.ReLU()] if j < n_fc else [])
-            self.seq = nn.Sequential(*layers)
-            self.register_buffer("mean", torch.tensor(model.mean.astype(np.float32)).view(1, 3, 1, 1))
-            self.register_buffer("std", torch.tensor(model.std.astype(np.float32)).view(1, 3, 1, 1))
-
-        def forward(self, x):
-            return self.seq((x - self.mean) / self.std)
-
-    net = Net()
-    net.load_state_dict({k: torch.tensor(np.asarray(v, dtype=np.float32)) for k, v in model.params.items()},
-                        strict=False)
-    net.eval()
-    for p in net.parameters():
-        p.requires_grad_(False)
-    return net
 
 
 def rate(fn, n_images: int) -> float:
@@ -88,7 +44,11 @@ def main() -> None:
     except ImportError:
         torch = None
     if torch is not None:
-        net = torch_vgg(model)
+        from tools.train_export import from_nxbar
+
+        net = from_nxbar(model)
+        for p in net.parameters():
+            p.requires_grad_(False)
         xt, yt = torch.from_numpy(x.transpose(0, 3, 1, 2).copy()), torch.from_numpy(y)
 
         def torch_forward():

@@ -230,10 +230,10 @@ def test_input_errors(vgg8):
 
 def test_logits_match_pytorch():
     torch = pytest.importorskip("torch")
-    from benchmarks.bench_engine import torch_vgg
+    from tools.train_export import from_nxbar
 
     model = make("vgg8", dtype=np.float32)
     x = images(2).astype(np.float32)
     with torch.no_grad():
-        ref = torch_vgg(model)(torch.from_numpy(x.transpose(0, 3, 1, 2).copy())).numpy()
+        ref = from_nxbar(model)(torch.from_numpy(x.transpose(0, 3, 1, 2).copy())).numpy()
     assert np.max(np.abs(model.forward(x) - ref)) < 1e-4 * np.max(np.abs(ref))
