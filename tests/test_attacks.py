@@ -159,3 +159,23 @@ def test_mode_errors(batch):
         evaluate_modes(Linear(), Linear(), x, y, [AttackConfig()], modes=("sw", "xx"))
     with pytest.raises(ValueError, match="need a crossbar-mapped model"):
         evaluate_modes(Linear(), None, x, y, [AttackConfig()], modes=("hh",))
+
+
+def test_pgd_is_at_least_as_strong_as_fgsm_and_more_steps_do_not_help_the_defender(batch):
+    x, y = batch
+    model = Linear()
+    eps = 0.05
+    counts = {"fgsm": count_correct(model, fgsm(model, x, y, eps), y)}
+    for steps in (5, 10, 20, 40):
+        x_adv = pgd(model, x, y, eps, steps=steps, alpha=eps / 4, rng=np.random.default_rng(0))
+        counts[steps] = count_correct(model, x_adv, y)
+    assert counts[10] <= counts["fgsm"] < len(y)
+    assert counts[40] <= counts[20] <= counts[10] <= counts[5] + 1  # more steps: never more than noise higher
+
+
+def test_evaluation_is_reproducible_bit_for_bit(batch):
+    x, y = batch
+    cfg = [AttackConfig(attack="pgd", eps=0.05, steps=4, alpha=0.02, seed=11)]
+    a = evaluate_modes(Linear(0), Linear(3), x, y, cfg)
+    b = evaluate_modes(Linear(0), Linear(3), x, y, cfg)
+    assert a == b
