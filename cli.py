@@ -78,6 +78,14 @@ DATA = click.option(
 )
 SPLIT = click.option("--split", default="test", show_default=True, help="Split of --data to read.")
 N_IMAGES = click.option("--n", "n", type=int, default=None, help="Use the first N images (default: all).")
+XBAR = click.option("--xbar", "size", type=int, default=32, show_default=True, help="Crossbar size (rows = columns).")
+
+
+def model_and_data_options(command):
+    """--model, --dataset, --weights, --data, --split and --n."""
+    for option in reversed((MODEL, DATASET, WEIGHTS, DATA, SPLIT, N_IMAGES)):
+        command = option(command)
+    return command
 
 
 @click.group()
@@ -122,12 +130,7 @@ def info():
 
 
 @main.command()
-@MODEL
-@DATASET
-@WEIGHTS
-@DATA
-@SPLIT
-@N_IMAGES
+@model_and_data_options
 @click.option("--batch-size", type=click.IntRange(min=1), default=200, show_default=True)
 @_fail_cleanly
 def accuracy(model, dataset, weights, data, split, n, batch_size):
@@ -206,13 +209,8 @@ def _report_table(report) -> str:
 
 
 @main.command("map")
-@MODEL
-@DATASET
-@WEIGHTS
-@DATA
-@SPLIT
-@N_IMAGES
-@click.option("--xbar", "size", type=int, default=32, show_default=True, help="Crossbar size (rows = columns).")
+@model_and_data_options
+@XBAR
 @physics_options
 @click.option("--no-cache", is_flag=True, help="Solve again even if this mapping is cached.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=200, show_default=True)
@@ -304,13 +302,8 @@ def _format_eps(eps: float) -> str:
 
 
 @main.command()
-@MODEL
-@DATASET
-@WEIGHTS
-@DATA
-@SPLIT
-@N_IMAGES
-@click.option("--xbar", "size", type=int, default=32, show_default=True, help="Crossbar size (rows = columns).")
+@model_and_data_options
+@XBAR
 @physics_options
 @click.option("--attack", type=click.Choice(["fgsm", "pgd"]), default="pgd", show_default=True)
 @click.option("--eps", "eps_text", default=None,

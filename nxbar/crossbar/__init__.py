@@ -4,3 +4,16 @@ from nxbar.crossbar.circuit import node_voltages, nonideality_factor, transfer_m
 from nxbar.crossbar.spice import netlist, run_ngspice
 from nxbar.crossbar.config import CrossbarConfig
 from nxbar.crossbar.mapped import MappedModel, map_layer, map_model, random_tile_nf
+
+__all__ = [
+    "CrossbarConfig",
+    "MappedModel",
+    "map_layer",
+    "map_model",
+    "netlist",
+    "node_voltages",
+    "nonideality_factor",
+    "random_tile_nf",
+    "run_ngspice",
+    "transfer_matrix",
+]

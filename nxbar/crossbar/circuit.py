@@ -177,22 +177,28 @@ def _transfer_nodal(G, resistances, solve):
     return _column_currents(G, x_v_ground[row])
 
 
-def node_voltages(G, v, r_source_ohm, r_sink_ohm, r_wire_row_ohm, r_wire_col_ohm):
-    """Every node voltage of one tile G (R, C) driven by v (R,) volts, by dense nodal analysis.
-
-    Returns v_row (R, C) = v_r(i,j), v_col (R, C) = v_c(i,j) in volts and i_out (C,) = I_j in amperes
-    (equation (1)).
-    """
+def check_tile_and_input(G, v, r_source_ohm, r_sink_ohm, r_wire_row_ohm, r_wire_col_ohm):
+    """Validate one tile G (R, C), its input voltages v (R,) and the four resistances; return (G, v, res)."""
     G = check_conductances(G)
     if G.ndim != 2:
         raise ValueError(f"G must be one tile of shape (R, C), got shape {G.shape}")
     res = check_resistances(
         r_source_ohm=r_source_ohm, r_sink_ohm=r_sink_ohm, r_wire_row_ohm=r_wire_row_ohm, r_wire_col_ohm=r_wire_col_ohm
     )
-    R, C = G.shape
     v = np.asarray(v, dtype=np.float64)
-    if v.shape != (R,) or not np.isfinite(v).all():
-        raise ValueError(f"v must be {R} finite voltages (shape ({R},)), got shape {v.shape}")
+    if v.shape != (G.shape[0],) or not np.isfinite(v).all():
+        raise ValueError(f"v must be {G.shape[0]} finite voltages (shape ({G.shape[0]},)), got shape {v.shape}")
+    return G, v, res
+
+
+def node_voltages(G, v, r_source_ohm, r_sink_ohm, r_wire_row_ohm, r_wire_col_ohm):
+    """Every node voltage of one tile G (R, C) driven by v (R,) volts, by dense nodal analysis.
+
+    Returns v_row (R, C) = v_r(i,j), v_col (R, C) = v_c(i,j) in volts and i_out (C,) = I_j in amperes
+    (equation (1)).
+    """
+    G, v, res = check_tile_and_input(G, v, r_source_ohm, r_sink_ohm, r_wire_row_ohm, r_wire_col_ohm)
+    R, C = G.shape
     A, B, row = nodal_system(G, **res)
     x_v_ground = np.concatenate([_solve_dense(A, B @ v), v, [0.0]])
     volts = x_v_ground[row]

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nxbar.crossbar.circuit import check_conductances, check_resistances, transfer_matrix
+from nxbar.crossbar.circuit import check_tile_and_input, transfer_matrix
 
 
 def _two_terminal(name: str, a: str, b: str, ohm: float) -> str:
@@ -37,16 +37,8 @@ def netlist(G, v, r_source_ohm, r_sink_ohm, r_wire_row_ohm, r_wire_col_ohm, titl
 
     The comments list the column currents I = v T expected from transfer_matrix.
     """
-    G = check_conductances(G)
-    if G.ndim != 2:
-        raise ValueError(f"G must be one tile of shape (R, C), got shape {G.shape}")
-    res = check_resistances(
-        r_source_ohm=r_source_ohm, r_sink_ohm=r_sink_ohm, r_wire_row_ohm=r_wire_row_ohm, r_wire_col_ohm=r_wire_col_ohm
-    )
+    G, v, res = check_tile_and_input(G, v, r_source_ohm, r_sink_ohm, r_wire_row_ohm, r_wire_col_ohm)
     R, C = G.shape
-    v = np.asarray(v, dtype=np.float64)
-    if v.shape != (R,) or not np.isfinite(v).all():
-        raise ValueError(f"v must be {R} finite voltages (shape ({R},)), got shape {v.shape}")
     if "\n" in title:
         raise ValueError(f"title must be one line, got {title!r}")
     expected = v @ transfer_matrix(G, **res)
