@@ -128,7 +128,12 @@ def load_dataset(spec: str = "embedded", split: str = "test") -> Dataset:
     files = _Files(path)
     if _tiny_imagenet_root(files) is not None:
         return _tiny_imagenet(files, "val" if split == "test" else split)
-    return _image_folder(files, split if _image_folder_root(files, split) is not None else None)
+    if _image_folder_root(files, split) is not None:
+        return _image_folder(files, split)
+    present = [s for s in ("train", "val", "test") if _image_folder_root(files, s) is not None]
+    if present:  # a tree split into parts, none of them the one asked for: never read it as one split
+        raise ValueError(f"{path}: no split {split!r} in this image folder; it holds the splits {', '.join(present)}")
+    return _image_folder(files, None)
 
 
 def _existing(path: str | os.PathLike) -> Path:

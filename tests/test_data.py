@@ -259,6 +259,8 @@ def test_image_folder_zip_with_splits(tmp_path):
     assert np.array_equal(ds.images, expected) and "split 'test'" in ds.source
     with pytest.raises(ValueError, match="no subfolder 'val'"):
         load_image_folder(path, "val")
+    with pytest.raises(ValueError, match="no split 'val' in this image folder; it holds the splits train, test"):
+        load_dataset(str(path), "val")
     with pytest.raises(ValueError, match="holds no images"):  # the root holds split folders, not classes
         load_image_folder(path)
 
