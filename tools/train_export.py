@@ -118,7 +118,7 @@ def to_params(model: TorchVGG) -> dict[str, np.ndarray]:
 def from_nxbar(net: VGG) -> TorchVGG:
     """The TorchVGG carrying an nxbar VGG's parameters, normalisation and BN epsilon, in eval mode (float32)."""
     model = TorchVGG(net.arch, net.num_classes, net.input_size)
-    model.load_state_dict({n: torch.from_numpy(np.asarray(a, dtype=np.float32)) for n, a in net.params.items()})
+    model.load_state_dict({n: torch.from_numpy(np.array(a, dtype=np.float32)) for n, a in net.params.items()})
     model.mean.copy_(torch.tensor(net.mean, dtype=torch.float32).view(1, 3, 1, 1))
     model.std.copy_(torch.tensor(net.std, dtype=torch.float32).view(1, 3, 1, 1))
     for m in model.modules():
