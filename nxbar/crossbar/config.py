@@ -25,6 +25,9 @@ class CrossbarConfig:
     sigma           relative device-to-device variation sigma/mu (Gaussian); 0 = none
     bits            None = analog conductances; b = 2^b uniform levels of |W|/w_max
     seed            chip seed: one seed is one physical chip instance (its variation draw)
+    layer_bits      None = every layer uses `bits`; else one entry per MVM layer, in network order
+                    (entry i is layer_index i): None (analog) or b, each layer at its own precision
+                    (a hybrid-precision network, SPEC 6 QUANOS). Needs bits=None, so that one field decides.
 
     A resistance of 0 is an exact ideal connection. Float fields are stored as Python floats
     so that `as_dict()` (and the cache key built from it) does not depend on how a value was typed.
@@ -40,6 +43,7 @@ class CrossbarConfig:
     sigma: float = 0.10
     bits: int | None = None
     seed: int = 0
+    layer_bits: tuple[int | None, ...] | None = None
 
     def __post_init__(self):
         _check_int("size", self.size, 1)
@@ -53,10 +57,35 @@ class CrossbarConfig:
         if self.bits is not None:
             _check_int("bits", self.bits, 1, MAX_BITS, "None (analog) or ")
         _check_int("seed", self.seed, 0)
+        if self.layer_bits is not None:
+            self._check_layer_bits()
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            if value is not None:
+            if f.name == "layer_bits":
+                if value is not None:  # a tuple of plain int / None (a JSON list comes back as a tuple)
+                    object.__setattr__(self, f.name, tuple(None if b is None else int(b) for b in value))
+            elif value is not None:
                 object.__setattr__(self, f.name, int(value) if f.name in ("size", "bits", "seed") else float(value))
+
+    def _check_layer_bits(self):
+        allowed = f"None or a non-empty sequence of None (analog) or integers in 1..{MAX_BITS}, one per MVM layer"
+        lb = self.layer_bits
+        if not isinstance(lb, (tuple, list)) or not lb:
+            raise ValueError(f"layer_bits must be {allowed}, got {lb!r}")
+        for i, b in enumerate(lb):
+            if b is not None:
+                _check_int(f"layer_bits[{i}]", b, 1, MAX_BITS, "None (analog) or ")
+        if self.bits is not None:
+            raise ValueError(f"bits must be None when layer_bits is given (layer_bits sets every layer), got {self.bits!r}")
+
+    def bits_of(self, layer_index: int) -> int | None:
+        """Conductance precision of MVM layer `layer_index`: layer_bits[layer_index] if given, else bits."""
+        if self.layer_bits is None:
+            return self.bits
+        if not 0 <= layer_index < len(self.layer_bits):
+            raise ValueError(f"layer_index {layer_index!r} has no entry in layer_bits "
+                             f"(allowed: 0..{len(self.layer_bits) - 1})")
+        return self.layer_bits[layer_index]
 
     @property
     def g_max_s(self) -> float:
@@ -74,7 +103,7 @@ class CrossbarConfig:
         return {name: getattr(self, name) for name in PARASITIC_FIELDS}
 
     def as_dict(self) -> dict:
-        """All fields as a JSON-serialisable dict (plain int, float, None)."""
+        """All fields as a JSON-serialisable dict (plain int, float, None; layer_bits a tuple or None)."""
         return dataclasses.asdict(self)
 
     def replace(self, **changes) -> CrossbarConfig:

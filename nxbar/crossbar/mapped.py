@@ -57,7 +57,7 @@ def map_layer(w: np.ndarray, config: CrossbarConfig, layer_index: int) -> tuple[
     """Map one conv/FC weight `w` onto crossbars; return (W' in w's layout and dtype, report dict).
 
     `layer_index` (0-based position among the network's MVM layers) selects the layer's random
-    streams on chip `config.seed`. Report (JSON types): matrix_shape, grid (tile rows, tile
+    streams on chip `config.seed` and its precision `config.bits_of(layer_index)`. Report (JSON types): matrix_shape, grid (tile rows, tile
     columns), tiles (number of tiles, both polarities), w_max, nf (SPEC 3 NF over all the
     layer's tiles, programmed G vs solved T), mean_abs_dw_over_wmax = mean |W' - W| / w_max,
     solve_s (seconds in transfer_matrix).
@@ -67,7 +67,7 @@ def map_layer(w: np.ndarray, config: CrossbarConfig, layer_index: int) -> tuple[
     w = np.asarray(w)
     matrix = weight_to_matrix(w)
     g_min, g_max, size = config.g_min_s, config.g_max_s, config.size
-    g_plus, g_minus, w_max = conductance_pair(matrix, g_min, g_max, config.bits)
+    g_plus, g_minus, w_max = conductance_pair(matrix, g_min, g_max, config.bits_of(layer_index))
     tiles = []
     for polarity, g in ((POSITIVE, g_plus), (NEGATIVE, g_minus)):
         t, grid = to_tiles(g, size, g_min)
@@ -83,6 +83,7 @@ def map_layer(w: np.ndarray, config: CrossbarConfig, layer_index: int) -> tuple[
         "grid": list(grid),
         "tiles": 2 * n,
         "w_max": w_max,
+        "bits": config.bits_of(layer_index),
         "nf": nonideality_factor(g_tiles, t_tiles, n_inputs=LAYER_NF_INPUTS, seed=layer_index),
         "mean_abs_dw_over_wmax": float(np.mean(np.abs(w_eff - matrix)) / w_max) if w_max > 0 else 0.0,
         "solve_s": solve_s,
@@ -125,7 +126,7 @@ def map_model(
 ) -> MappedModel:
     """Map every MVM layer of `model` (a VGG) onto crossbars of `config`; return the MappedModel.
 
-    The i-th name of `model.mvm_names` is layer_index i. With `cache` (default) the effective
+    The i-th name of `model.mvm_names` is layer_index i (and config.layer_bits[i] its precision). With `cache` (default) the effective
     weights and report are loaded from / stored in the disk cache (nxbar.cache; `cache_dir`
     overrides its directory). `progress(layer_name, layer_index, n_layers)` is called once per
     layer, after it is mapped (on a cache hit: for every layer, after loading).
@@ -133,6 +134,9 @@ def map_model(
     if not isinstance(config, CrossbarConfig):
         raise ValueError(f"config must be a CrossbarConfig, got {type(config).__name__}")
     names = tuple(model.mvm_names)
+    if config.layer_bits is not None and len(config.layer_bits) != len(names):
+        raise ValueError(f"config.layer_bits has {len(config.layer_bits)} entries, the model has {len(names)} "
+                         f"MVM layers ({', '.join(names)}); give one entry per layer")
     weights = {name: model.params[name] for name in names}
     key = disk_cache.mapping_key(weights, config.as_dict())
     hit = disk_cache.load(key, cache_dir) if cache else None
