@@ -1,0 +1,308 @@
+"""Autograder of the course assignments in docs/assignments/ (one list of cases per assignment).
+
+`grade(assignment, student_file)` imports the student's file from its path, runs every case of the
+assignment on seeded generated inputs, compares the student's results with nxbar's own functions and
+returns a `Report`. Whatever the student's code does (raises, returns the wrong shape, dtype or type,
+NaN), the case fails with a message naming the input, what was expected and what came back; the grader
+itself never crashes on student code. Where a wrong answer matches a known typical mistake exactly,
+the message names that mistake ("symptom: ...").
+
+Comparison: |got - expected| <= atol + rtol |expected| elementwise, tolerances stated in each message.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from nxbar.models import layers
+
+
+# ----------------------------------------------------------------------------------------------
+# Report
+# ----------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Row:
+    """One graded case: its name, points earned (all or nothing), points possible, pass flag, message."""
+
+    case: str
+    points: int
+    max_points: int
+    passed: bool
+    message: str
+
+
+@dataclass(frozen=True)
+class Report:
+    """The graded cases of one assignment for one student file."""
+
+    assignment: int
+    student_file: str
+    rows: tuple[Row, ...]
+
+    @property
+    def score(self) -> int:
+        return sum(r.points for r in self.rows)
+
+    @property
+    def max_score(self) -> int:
+        return sum(r.max_points for r in self.rows)
+
+    def table(self) -> str:
+        """Plain-text score table: one line per case, failure messages indented below it, total last."""
+        width = max(len(r.case) for r in self.rows)
+        lines = [f"assignment {self.assignment}: {self.student_file}", ""]
+        for r in self.rows:
+            mark = "ok  " if r.passed else "FAIL"
+            lines.append(f"{mark} {r.case:<{width}}  {r.points:>2}/{r.max_points}")
+            if not r.passed:
+                lines.append(f"       {r.message}")
+        lines += ["", f"score {self.score}/{self.max_score}"]
+        return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------------
+# Cases and checks
+# ----------------------------------------------------------------------------------------------
+class CaseFailed(Exception):
+    """A case's verdict: the student's result is wrong (the message says how)."""
+
+
+@dataclass(frozen=True)
+class Case:
+    """`run(student_module)` returns None when the student passes, raises CaseFailed (or anything) if not.
+    `inputs` describes the generated input; it starts every failure message."""
+
+    name: str
+    points: int
+    inputs: str
+    run: Callable
+
+
+def _function(mod, name: str) -> Callable:
+    fn = getattr(mod, name, None)
+    if not callable(fn):
+        raise CaseFailed(f"function {name} is missing from the file")
+    return fn
+
+
+def _pair(value, what: str):
+    if not isinstance(value, tuple) or len(value) != 2:
+        raise CaseFailed(f"{what} must return a tuple of 2 values, got {type(value).__name__}")
+    return value
+
+
+def _check_array(what: str, got, expected: np.ndarray, rtol: float, atol: float, symptoms=(), nan_hint: str = ""):
+    """Fail unless `got` is an ndarray of expected's shape and dtype, finite and close to `expected`.
+
+    symptoms: (text, alternative) pairs, `alternative()` the array a known mistake produces; the first that
+    matches `got` is named in the message.
+    """
+    if not isinstance(got, np.ndarray):
+        raise CaseFailed(f"{what}: expected a numpy array, got {type(got).__name__}")
+    if got.shape != expected.shape:
+        raise CaseFailed(f"{what}: expected shape {expected.shape}, got shape {got.shape}")
+    if got.dtype != expected.dtype:
+        raise CaseFailed(f"{what}: expected dtype {expected.dtype} (the input's), got dtype {got.dtype}")
+    finite = np.isfinite(got)
+    if not finite.all():
+        idx = tuple(int(k) for k in np.argwhere(~finite)[0])
+        raise CaseFailed(
+            f"{what}: {int((~finite).sum())} NaN/inf entries, first at index {idx}: expected {expected[idx]:.6g}, "
+            f"got {got[idx]}" + (f"; {nan_hint}" if nan_hint else "")
+        )
+    excess = np.abs(got.astype(np.float64) - expected) - (atol + rtol * np.abs(expected.astype(np.float64)))
+    if (excess > 0).any():
+        idx = tuple(int(k) for k in np.unravel_index(np.argmax(excess), excess.shape))
+        msg = (
+            f"{what}: {int((excess > 0).sum())} of {excess.size} entries wrong; worst at index {idx}: "
+            f"expected {expected[idx]:.6g}, got {got[idx]:.6g} (tolerance {atol:g} + {rtol:g} |expected|)"
+        )
+        for text, alternative in symptoms:
+            alt = alternative()
+            if alt.shape == got.shape and np.allclose(got, alt, rtol=rtol, atol=atol):
+                msg += f"; symptom: {text}"
+                break
+        raise CaseFailed(msg)
+
+
+def _check_scalar(what: str, got, expected: float, rtol: float, nan_hint: str = ""):
+    try:
+        value = float(got)
+    except (TypeError, ValueError):
+        raise CaseFailed(f"{what}: expected a number, got {type(got).__name__}") from None
+    if not np.isfinite(value):
+        raise CaseFailed(f"{what}: expected {expected:.10g}, got {value}" + (f"; {nan_hint}" if nan_hint else ""))
+    if abs(value - expected) > rtol * abs(expected):
+        raise CaseFailed(f"{what}: expected {expected:.10g}, got {value:.10g} (tolerance {rtol:g} relative)")
+
+
+# ----------------------------------------------------------------------------------------------
+# Assignment 1: layers
+# ----------------------------------------------------------------------------------------------
+RTOL_64, ATOL_64 = 1e-9, 1e-12  # float64 cases: only rounding differences allowed
+RTOL_32, ATOL_32 = 1e-4, 1e-6  # float32 cases
+
+ORDER_SYMPTOM = "matches im2col columns in (c_in, ky, kx) order; the row order must be (ky, kx, c_in)"
+
+
+def _wrong_order(cols: np.ndarray, c: int) -> np.ndarray:
+    """Columns (M, 9C) in (ky, kx, c) order re-read as (c, ky, kx) order: the wrong-ordering mistake."""
+    return np.ascontiguousarray(cols.reshape(-1, 9, c).transpose(0, 2, 1).reshape(-1, 9 * c))
+
+
+def _conv_input(seed: int, shape, c_out: int, dtype):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(shape).astype(dtype)
+    w = rng.standard_normal((c_out, shape[3], 3, 3)).astype(dtype)
+    dout = rng.standard_normal(shape[:3] + (c_out,)).astype(dtype)
+    return x, layers.conv_weight_to_matrix(w), dout
+
+
+def _case_im2col(mod, shape=(2, 5, 4, 3), seed=1):
+    x = np.random.default_rng(seed).standard_normal(shape)
+    expected = layers.im2col_3x3(x)
+    got = _function(mod, "im2col_3x3")(x.copy())
+    _check_array("cols", got, expected, RTOL_64, ATOL_64, [(ORDER_SYMPTOM, lambda: _wrong_order(expected, shape[3]))])
+
+
+def _case_conv_forward(mod, shape, c_out, dtype, seed):
+    x, w_mat, _ = _conv_input(seed, shape, c_out, dtype)
+    expected, _ = layers.conv3x3_forward(x, w_mat)
+    out, _ = _pair(_function(mod, "conv3x3_forward")(x.copy(), w_mat.copy()), "conv3x3_forward")
+    tol = (RTOL_64, ATOL_64) if dtype == np.float64 else (RTOL_32, ATOL_32)
+    wrong = lambda: (_wrong_order(layers.im2col_3x3(x), shape[3]) @ w_mat).reshape(expected.shape)  # noqa: E731
+    _check_array("out", out, expected, *tol, [(ORDER_SYMPTOM, wrong)])
+
+
+def _case_conv_backward(mod, which: str, seed=3):
+    shape, c_out = (2, 4, 5, 3), 4
+    x, w_mat, dout = _conv_input(seed, shape, c_out, np.float64)
+    _, cache = layers.conv3x3_forward(x, w_mat)
+    dx, dw = layers.conv3x3_backward(dout, cache)
+    _, student_cache = _pair(_function(mod, "conv3x3_forward")(x.copy(), w_mat.copy()), "conv3x3_forward")
+    got = _pair(_function(mod, "conv3x3_backward")(dout.copy(), student_cache), "conv3x3_backward")
+    if which == "dx":
+        dcols = (dout.reshape(-1, c_out) @ w_mat.T).reshape(-1, shape[3], 9).transpose(0, 2, 1).reshape(-1, 9 * 3)
+        wrong = lambda: layers.col2im_3x3(np.ascontiguousarray(dcols), shape)  # noqa: E731
+        _check_array("dx", got[0], dx, RTOL_64, ATOL_64, [(ORDER_SYMPTOM, wrong)])
+    else:
+        _check_array("dw (C_out, C_in, 3, 3)", got[1], dw, RTOL_64, ATOL_64)
+
+
+def _pool_input(seed: int, ties: bool):
+    rng = np.random.default_rng(seed)
+    shape = (2, 4, 6, 3)
+    x = rng.integers(0, 2, shape).astype(np.float64) if ties else rng.standard_normal(shape)
+    return x, rng.standard_normal((2, 2, 3, 3))
+
+
+def _upsample(a: np.ndarray) -> np.ndarray:
+    return a.repeat(2, axis=1).repeat(2, axis=2)
+
+
+def _case_pool_forward(mod, seed=4):
+    x, _ = _pool_input(seed, ties=False)
+    expected, _ = layers.maxpool2_forward(x)
+    out, _ = _pair(_function(mod, "maxpool2_forward")(x.copy()), "maxpool2_forward")
+    _check_array("out", out, expected, RTOL_64, ATOL_64)
+
+
+def _case_pool_backward(mod, ties: bool, seed=5):
+    x, dout = _pool_input(seed, ties)
+    out, cache = layers.maxpool2_forward(x)
+    expected = layers.maxpool2_backward(dout, cache)
+    _, student_cache = _pair(_function(mod, "maxpool2_forward")(x.copy()), "maxpool2_forward")
+    got = _function(mod, "maxpool2_backward")(dout.copy(), student_cache)
+    symptoms = [
+        ("the gradient went to every cell of each 2x2 window, not only to its maximum", lambda: _upsample(dout)),
+        (
+            "the gradient went to every tied maximum of a window; only the first maximum in scan order "
+            "(0,0), (0,1), (1,0), (1,1) may receive it",
+            lambda: _upsample(dout) * (x == _upsample(out)),
+        ),
+    ]
+    _check_array("dx", got, expected, RTOL_64, ATOL_64, symptoms)
+
+
+def _softmax_input(seed: int, scale: float):
+    rng = np.random.default_rng(seed)
+    return scale * rng.standard_normal((5, 7)), rng.integers(0, 7, 5)
+
+
+OVERFLOW_HINT = "exp overflowed: subtract each row's maximum logit before exponentiating"
+
+
+def _case_softmax(mod, which: str, scale: float, seed=6):
+    logits, y = _softmax_input(seed, scale)
+    loss, dlogits = layers.softmax_cross_entropy(logits, y)
+    got = _pair(_function(mod, "softmax_cross_entropy")(logits.copy(), y.copy()), "softmax_cross_entropy")
+    if which == "loss":
+        _check_scalar("loss", got[0], loss, RTOL_64, OVERFLOW_HINT)
+    else:
+        symptoms = [("the gradient is not divided by N (L is the mean over the batch)", lambda: dlogits * len(y))]
+        _check_array("dlogits", got[1], dlogits, RTOL_64, ATOL_64, symptoms, OVERFLOW_HINT)
+
+
+ASSIGNMENT_1 = (
+    Case("im2col_3x3 values", 3, "x (2, 5, 4, 3) float64, seed 1", _case_im2col),
+    Case("conv3x3_forward", 3, "x (2, 5, 4, 3) -> C_out 4, float64, seed 2",
+         lambda m: _case_conv_forward(m, (2, 5, 4, 3), 4, np.float64, 2)),
+    Case("conv3x3_forward float32", 1, "x (1, 6, 6, 2) -> C_out 5, float32, seed 7",
+         lambda m: _case_conv_forward(m, (1, 6, 6, 2), 5, np.float32, 7)),
+    Case("conv3x3_backward dx", 3, "x (2, 4, 5, 3) -> C_out 4, float64, dout seed 3",
+         lambda m: _case_conv_backward(m, "dx")),
+    Case("conv3x3_backward dw", 3, "x (2, 4, 5, 3) -> C_out 4, float64, dout seed 3",
+         lambda m: _case_conv_backward(m, "dw")),
+    Case("maxpool2_forward", 2, "x (2, 4, 6, 3) float64, seed 4", _case_pool_forward),
+    Case("maxpool2_backward", 3, "x (2, 4, 6, 3) float64, seed 5", lambda m: _case_pool_backward(m, False)),
+    Case("maxpool2_backward ties", 2, "x (2, 4, 6, 3) of 0s and 1s (tied maxima), seed 5",
+         lambda m: _case_pool_backward(m, True)),
+    Case("softmax_cross_entropy loss", 2, "logits (5, 7) ~ N(0, 1), seed 6", lambda m: _case_softmax(m, "loss", 1.0)),
+    Case("softmax_cross_entropy dlogits", 2, "logits (5, 7) ~ N(0, 1), seed 6",
+         lambda m: _case_softmax(m, "grad", 1.0)),
+    Case("softmax_cross_entropy large logits", 2, "logits (5, 7) ~ 1000 N(0, 1), seed 6",
+         lambda m: _case_softmax(m, "grad", 1000.0)),
+)
+
+ASSIGNMENTS = {1: ASSIGNMENT_1}
+
+
+# ----------------------------------------------------------------------------------------------
+# Grading
+# ----------------------------------------------------------------------------------------------
+def _load(student_file: Path):
+    spec = importlib.util.spec_from_file_location(f"nxbar_student_{student_file.stem}", student_file)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _run(case: Case, module) -> Row:
+    try:
+        case.run(module)
+    except CaseFailed as fail:
+        return Row(case.name, 0, case.points, False, f"input {case.inputs}: {fail}")
+    except (Exception, SystemExit) as err:  # noqa: BLE001 -- any error in student code is a failed case, never a crash
+        return Row(case.name, 0, case.points, False, f"input {case.inputs}: raised {type(err).__name__}: {err}")
+    return Row(case.name, case.points, case.points, True, "")
+
+
+def grade(assignment: int, student_file: str) -> Report:
+    """Grade `student_file` (a .py file) on assignment 1, 2 or 3; returns the Report of every case."""
+    if assignment not in ASSIGNMENTS:
+        raise ValueError(f"assignment must be one of {sorted(ASSIGNMENTS)}, got {assignment!r}")
+    path = Path(student_file)
+    if not path.is_file():
+        raise ValueError(f"student_file {student_file!r} is not a file")
+    cases = ASSIGNMENTS[assignment]
+    try:
+        module = _load(path)
+    except (Exception, SystemExit) as err:  # noqa: BLE001 -- a file that does not import fails every case
+        msg = f"the file could not be imported: {type(err).__name__}: {err}"
+        return Report(assignment, str(path), tuple(Row(c.name, 0, c.points, False, msg) for c in cases))
+    return Report(assignment, str(path), tuple(_run(c, module) for c in cases))
