@@ -19,6 +19,8 @@ from typing import Callable
 
 import numpy as np
 
+from nxbar.crossbar.circuit import nodal_system, node_voltages, nonideality_factor, transfer_matrix
+from nxbar.crossbar.tiling import to_tiles
 from nxbar.models import layers
 
 
@@ -130,7 +132,7 @@ def _check_array(what: str, got, expected: np.ndarray, rtol: float, atol: float,
         raise CaseFailed(msg)
 
 
-def _check_scalar(what: str, got, expected: float, rtol: float, nan_hint: str = ""):
+def _check_scalar(what: str, got, expected: float, rtol: float, nan_hint: str = "", symptoms=()):
     try:
         value = float(got)
     except (TypeError, ValueError):
@@ -138,7 +140,12 @@ def _check_scalar(what: str, got, expected: float, rtol: float, nan_hint: str = 
     if not np.isfinite(value):
         raise CaseFailed(f"{what}: expected {expected:.10g}, got {value}" + (f"; {nan_hint}" if nan_hint else ""))
     if abs(value - expected) > rtol * abs(expected):
-        raise CaseFailed(f"{what}: expected {expected:.10g}, got {value:.10g} (tolerance {rtol:g} relative)")
+        msg = f"{what}: expected {expected:.10g}, got {value:.10g} (tolerance {rtol:g} relative)"
+        for text, alternative in symptoms:
+            if abs(value - alternative()) <= rtol * abs(expected):
+                msg += f"; symptom: {text}"
+                break
+        raise CaseFailed(msg)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -269,7 +276,111 @@ ASSIGNMENT_1 = (
          lambda m: _case_softmax(m, "grad", 1000.0)),
 )
 
-ASSIGNMENTS = {1: ASSIGNMENT_1}
+
+
+# ----------------------------------------------------------------------------------------------
+# Assignment 2: crossbar
+# ----------------------------------------------------------------------------------------------
+RTOL_T = 1e-8  # the student's dense solve against nxbar's structured elimination (they agree to ~1e-12)
+WORKED = {"r_source_ohm": 1e3, "r_sink_ohm": 1e3, "r_wire_row_ohm": 1e3, "r_wire_col_ohm": 1e3}  # physics.md 7
+RANDOM = {"r_source_ohm": 50.0, "r_sink_ohm": 80.0, "r_wire_row_ohm": 2.0, "r_wire_col_ohm": 3.0}
+SPEC = {"r_source_ohm": 100.0, "r_sink_ohm": 100.0, "r_wire_row_ohm": 1.0, "r_wire_col_ohm": 1.0}
+G_MIN_S, G_MAX_S = 1 / 200e3, 1 / 20e3
+
+
+def _tile(seed: int, shape) -> np.ndarray:
+    return np.random.default_rng(seed).uniform(G_MIN_S, G_MAX_S, shape)
+
+
+def _t_symptoms(G: np.ndarray, res: dict, rows: int, cols: int):
+    """Transfer-matrix mistakes on the tile G, each cut to the graded (rows, cols) block."""
+    T = lambda **change: transfer_matrix(G, **{**res, **change})[:rows, :cols]  # noqa: E731
+    return [
+        ("matches the circuit with R_sink = 0 (column bottoms grounded directly): the sink resistor is missing",
+         lambda: T(r_sink_ohm=0.0)),
+        ("matches the circuit with R_source = 0: the source resistor is missing", lambda: T(r_source_ohm=0.0)),
+        ("matches T transposed: T[i, j] is the current out of column j per volt on row i (I = V T)",
+         lambda: transfer_matrix(G, **res).T[:rows, :cols]),
+    ]
+
+
+def _case_nodal(mod, G, v, res):
+    A, B, _ = nodal_system(G, **res)
+    A = A.toarray()
+    sink_nodes = G.size + np.arange(G.size - G.shape[1], G.size)  # c(R-1, j)
+    no_sink = A.copy()
+    no_sink[sink_nodes, sink_nodes] -= 1.0 / res["r_sink_ohm"]
+    got = _pair(_function(mod, "nodal_system")(G.copy(), v.copy(), **res), "nodal_system")
+    symptom = "the bottom column nodes c(R-1, j) lack the 1/R_sink term of the sink resistor"
+    _check_array("A", got[0], A, 1e-9, 1e-15, [(symptom, lambda: no_sink)])
+    _check_array("b", got[1], B @ v, 1e-9, 1e-15)
+
+
+def _case_node_voltages(mod, G, v, res):
+    expected = node_voltages(G, v, **res)
+    got = _function(mod, "node_voltages")(G.copy(), v.copy(), **res)
+    if not isinstance(got, tuple) or len(got) != 3:
+        raise CaseFailed(f"node_voltages must return a tuple (v_row, v_col, i_out), got {type(got).__name__}")
+    sink = lambda k: (lambda: node_voltages(G, v, **{**res, "r_sink_ohm": 0.0})[k])  # noqa: E731
+    text = "matches the circuit with R_sink = 0 (column bottoms grounded directly): the sink resistor is missing"
+    for k, (what, atol) in enumerate((("v_row (V)", 1e-12), ("v_col (V)", 1e-12), ("i_out (A)", 1e-18))):
+        _check_array(what, got[k], expected[k], RTOL_T, atol, [(text, sink(k))])
+
+
+def _case_transfer(mod, G, res):
+    got = _function(mod, "transfer_matrix")(G.copy(), **res)
+    _check_array("T (S)", got, transfer_matrix(G, **res), RTOL_T, 1e-18, _t_symptoms(G, res, *G.shape))
+
+
+def _case_padded(mod, seed=13):
+    block, size = _tile(seed, (3, 2)), 5
+    tile = to_tiles(block, size, G_MIN_S)[0][0]
+    expected = transfer_matrix(tile, **SPEC)[:3, :2]
+    got = _function(mod, "padded_tile_transfer")(block.copy(), size, G_MIN_S, **SPEC)
+    symptoms = [
+        ("matches padding with 0 S: the unused cells of the tile are OFF devices (G = g_off_s), not absent",
+         lambda: transfer_matrix(to_tiles(block, size, 0.0)[0][0], **SPEC)[:3, :2]),
+        ("matches the 3x2 block solved alone: it sits in a full size x size tile of OFF devices",
+         lambda: transfer_matrix(block, **SPEC)),
+        *_t_symptoms(tile, SPEC, 3, 2),
+    ]
+    _check_array("T of the block (S)", got, expected, RTOL_T, 1e-18, symptoms)
+
+
+def _case_nf(mod, seed=14):
+    G = _tile(seed, (4, 6))
+    T = transfer_matrix(G, **SPEC)
+    expected = nonideality_factor(G, T, n_inputs=16, seed=3)
+    got = _function(mod, "nonideality_factor")(G.copy(), T.copy(), n_inputs=16, seed=3)
+    symptoms = [("NF has the wrong sign: NF = (I_ideal - I) / I_ideal", lambda: -expected)]
+    _check_scalar("NF", got, expected, 1e-9, symptoms=symptoms)
+
+
+_G22, _V10 = np.full((2, 2), 1e-3), np.array([1.0, 0.0])
+_G34, _V34 = _tile(10, (3, 4)), np.random.default_rng(10).uniform(0, 1, 3)
+
+ASSIGNMENT_2 = (
+    Case("nodal_system 2x2 worked example", 3, "G = 1 mS, all resistances 1 kOhm, v = (1, 0) V (physics.md 7)",
+         lambda m: _case_nodal(m, _G22, _V10, WORKED)),
+    Case("nodal_system 3x4 random", 2, f"G (3, 4) uniform [5, 50] uS seed 10, v ~ U[0, 1] seed 10, {RANDOM}",
+         lambda m: _case_nodal(m, _G34, _V34, RANDOM)),
+    Case("node_voltages 2x2 worked example", 2, "G = 1 mS, all resistances 1 kOhm, v = (1, 0) V (physics.md 7)",
+         lambda m: _case_node_voltages(m, _G22, _V10, WORKED)),
+    Case("node_voltages 3x4 random", 2, f"G (3, 4) uniform [5, 50] uS seed 10, v ~ U[0, 1] seed 10, {RANDOM}",
+         lambda m: _case_node_voltages(m, _G34, _V34, RANDOM)),
+    Case("transfer_matrix 2x2 worked example", 3, "G = 1 mS, all resistances 1 kOhm (physics.md 7)",
+         lambda m: _case_transfer(m, _G22, WORKED)),
+    Case("transfer_matrix 3x5 random", 3, f"G (3, 5) uniform [5, 50] uS seed 11, {RANDOM}",
+         lambda m: _case_transfer(m, _tile(11, (3, 5)), RANDOM)),
+    Case("transfer_matrix 8x8 SPEC defaults", 2, f"G (8, 8) uniform [5, 50] uS seed 12, {SPEC}",
+         lambda m: _case_transfer(m, _tile(12, (8, 8)), SPEC)),
+    Case("padded_tile_transfer", 3, f"block (3, 2) uniform [5, 50] uS seed 13 in a 5x5 tile, g_off 5 uS, {SPEC}",
+         _case_padded),
+    Case("nonideality_factor", 2, "G (4, 6) uniform [5, 50] uS seed 14, T at SPEC defaults, n_inputs 16, seed 3",
+         _case_nf),
+)
+
+ASSIGNMENTS = {1: ASSIGNMENT_1, 2: ASSIGNMENT_2}
 
 
 # ----------------------------------------------------------------------------------------------

@@ -15,6 +15,18 @@ from nxbar.models.layers import im2col_3x3, conv3x3_forward, conv3x3_backward
 from nxbar.models.layers import maxpool2_forward, maxpool2_backward, softmax_cross_entropy
 """
 
+SOLUTION_2 = """
+from nxbar.crossbar.circuit import nodal_system as _nodal, node_voltages, nonideality_factor, transfer_matrix
+from nxbar.crossbar.tiling import to_tiles
+
+def nodal_system(G, v, **res):
+    A, B, _ = _nodal(G, **res)
+    return A.toarray(), B @ v
+
+def padded_tile_transfer(block, size, g_off_s, **res):
+    return transfer_matrix(to_tiles(block, size, g_off_s)[0][0], **res)[: block.shape[0], : block.shape[1]]
+"""
+
 
 def _student(tmp_path, name, source):
     path = tmp_path / f"{name}.py"
@@ -42,7 +54,12 @@ def test_solution_1_full_marks(tmp_path):
     assert "score 26/26" in report.table()
 
 
-@pytest.mark.parametrize("n", [1])
+def test_solution_2_full_marks(tmp_path):
+    report = grade(2, _student(tmp_path, "good", SOLUTION_2))
+    assert report.score == report.max_score == 22, report.table()
+
+
+@pytest.mark.parametrize("n", [1, 2])
 def test_skeleton_scores_zero(n):
     skeleton = sorted(SKELETONS.glob(f"assignment{n}_*.py"))
     assert len(skeleton) == 1
@@ -124,3 +141,52 @@ def test_broken_file_and_bad_arguments(tmp_path):
         grade(9, _student(tmp_path, "any", SOLUTION_1))
     with pytest.raises(ValueError, match="is not a file"):
         grade(1, str(tmp_path / "missing.py"))
+
+
+def test_crossbar_without_sink_resistor(tmp_path):
+    src = SOLUTION_2 + """
+import numpy as np
+
+def nodal_system(G, v, **res):
+    A, B, _ = _nodal(G, **res)
+    A = A.toarray()
+    bottom = G.size + np.arange(G.size - G.shape[1], G.size)
+    A[bottom, bottom] -= 1 / res["r_sink_ohm"]
+    return A, B @ v
+
+def node_voltages(G, v, **res):
+    return _nv(G, v, **{**res, "r_sink_ohm": 0.0})
+
+def transfer_matrix(G, **res):
+    return _tm(G, **{**res, "r_sink_ohm": 0.0})
+
+from nxbar.crossbar.circuit import node_voltages as _nv, transfer_matrix as _tm
+"""
+    report = grade(2, _student(tmp_path, "sink", src))
+    lost = [r.case for r in report.rows if r.case.split()[0] != "nonideality_factor"]
+    _check_mistake(report, lost, ["sink"])
+    assert "R_sink = 0" in _failed(report)["transfer_matrix 8x8 SPEC defaults"]
+
+
+def test_crossbar_padding_with_zero(tmp_path):
+    src = SOLUTION_2 + """
+def padded_tile_transfer(block, size, g_off_s, **res):
+    return transfer_matrix(to_tiles(block, size, 0.0)[0][0], **res)[: block.shape[0], : block.shape[1]]
+"""
+    _check_mistake(grade(2, _student(tmp_path, "pad", src)), ["padded_tile_transfer"], ["padding with 0 S", "OFF"])
+
+
+def test_crossbar_transposed_transfer_matrix(tmp_path):
+    src = SOLUTION_2 + """
+from nxbar.crossbar.circuit import transfer_matrix as _tm
+
+def transfer_matrix(G, **res):
+    return _tm(G, **res).T.copy()
+"""
+    report = grade(2, _student(tmp_path, "transposed", src))
+    failed = _failed(report)
+    assert set(failed) == {"transfer_matrix 2x2 worked example", "transfer_matrix 3x5 random",
+                           "transfer_matrix 8x8 SPEC defaults", "padded_tile_transfer"}, report.table()
+    assert "expected shape (3, 5), got shape (5, 3)" in failed["transfer_matrix 3x5 random"]
+    for case in ("transfer_matrix 2x2 worked example", "transfer_matrix 8x8 SPEC defaults", "padded_tile_transfer"):
+        assert "T transposed" in failed[case], failed[case]
