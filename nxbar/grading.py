@@ -12,6 +12,7 @@ Comparison: |got - expected| <= atol + rtol |expected| elementwise, tolerances s
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,9 +20,11 @@ from typing import Callable
 
 import numpy as np
 
+from nxbar.attacks import fgsm, pgd, project
 from nxbar.crossbar.circuit import nodal_system, node_voltages, nonideality_factor, transfer_matrix
 from nxbar.crossbar.tiling import to_tiles
 from nxbar.models import layers
+from nxbar.models.vgg import VGG, random_params
 
 
 # ----------------------------------------------------------------------------------------------
@@ -380,7 +383,112 @@ ASSIGNMENT_2 = (
          _case_nf),
 )
 
-ASSIGNMENTS = {1: ASSIGNMENT_1, 2: ASSIGNMENT_2}
+
+
+# ----------------------------------------------------------------------------------------------
+# Assignment 3: attacks
+# ----------------------------------------------------------------------------------------------
+class LinearSoftmax:
+    """A tiny model for grading attacks: logits = flatten(x) @ W + b, mean softmax cross-entropy loss."""
+
+    def __init__(self, seed: int, shape, num_classes: int, dtype):
+        rng = np.random.default_rng(seed)
+        self.w = rng.standard_normal((int(np.prod(shape)), num_classes)).astype(dtype)
+        self.b = rng.standard_normal(num_classes).astype(dtype)
+
+    def loss_and_input_grad(self, x, y):
+        loss, dlogits = layers.softmax_cross_entropy(x.reshape(len(x), -1) @ self.w + self.b, y)
+        return loss, (dlogits @ self.w.T).reshape(x.shape)
+
+
+def _attack_input(seed: int, shape, num_classes: int, dtype, edges: bool):
+    """Images in [0.1, 0.9] (no clipping at eps <= 0.1), or with half their pixels exactly 0 or 1 (edges)."""
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(0.1, 0.9, shape)
+    if edges:
+        x = np.where(rng.uniform(size=shape) < 0.5, rng.integers(0, 2, shape), x)
+    return x.astype(dtype), rng.integers(0, num_classes, shape[0])
+
+
+@functools.lru_cache(maxsize=1)
+def _small_vgg():
+    params = random_params("vgg8", num_classes=10, input_size=32, seed=0)
+    return VGG("vgg8", params, num_classes=10, input_size=32, mean=(0.5,) * 3, std=(0.25,) * 3)
+
+
+def _attack_mistake(model, x, y, eps, steps, alpha, start, sign=1.0, ball=True, box=True):
+    """PGD (FGSM: steps 1, alpha eps, start x) with one of the typical mistakes switched on."""
+    x_adv = start
+    for _ in range(steps):
+        x_adv = x_adv + sign * alpha * np.sign(model.loss_and_input_grad(x_adv, y)[1])
+        x_adv = np.clip(x_adv, x - eps, x + eps) if ball else x_adv
+        x_adv = np.clip(x_adv, 0.0, 1.0) if box else x_adv
+    return x_adv.astype(x.dtype)
+
+
+def _attack_symptoms(model, x, y, eps, steps, alpha, start):
+    run = lambda **mistake: lambda: _attack_mistake(model, x, y, eps, steps, alpha, start, **mistake)  # noqa: E731
+    return [
+        ("the step goes down the gradient (x - eps sign(grad)): the sign of the step is flipped", run(sign=-1.0)),
+        ("the result is not clipped to the image box [0, 1]", run(box=False)),
+        ("the iterates are not projected back onto the eps-ball |x_adv - x|_inf <= eps", run(ball=False)),
+    ]
+
+
+def _tolerance(dtype):
+    return (0.0, 1e-12) if dtype == np.float64 else (0.0, 1e-6)
+
+
+def _case_fgsm(mod, model, x, y, eps):
+    expected = fgsm(model, x, y, eps)
+    got = _function(mod, "fgsm")(model, x.copy(), y.copy(), eps)
+    e = np.asarray(eps, dtype=x.dtype)
+    _check_array("x_adv", got, expected, *_tolerance(x.dtype), _attack_symptoms(model, x, y, e, 1, e, x))
+
+
+def _case_pgd(mod, model, x, y, eps, steps, alpha, random_start, seed=5):
+    expected = pgd(model, x, y, eps, steps=steps, alpha=alpha, random_start=random_start,
+                   rng=np.random.default_rng(seed))
+    got = _function(mod, "pgd")(model, x.copy(), y.copy(), eps, steps=steps, alpha=alpha,
+                                random_start=random_start, rng=np.random.default_rng(seed))
+    e, a = np.asarray(eps, dtype=x.dtype), np.asarray(alpha, dtype=x.dtype)
+    start = x
+    if random_start:
+        noise = np.random.default_rng(seed).uniform(-1.0, 1.0, size=x.shape).astype(x.dtype) * e
+        start = project(x + noise, x, e)
+    _check_array("x_adv", got, expected, *_tolerance(x.dtype), _attack_symptoms(model, x, y, e, steps, a, start))
+
+
+_LIN = lambda dtype: LinearSoftmax(20, (4, 4, 3), 5, dtype)  # noqa: E731
+_IMAGES = "6 images (4, 4, 3) in [0.1, 0.9], labels of 5 classes, seed 21"
+_EDGES = "6 images (4, 4, 3), half the pixels exactly 0 or 1, seed 22"
+_LIN_TEXT = "linear softmax model (48 -> 5, seed 20)"
+_VGG_TEXT = "random VGG8 (seed 0), 1 image (32, 32, 3) in [0.1, 0.9], seed 23, float32"
+_EPS = 8 / 255
+_PER_CHANNEL = np.array([4, 8, 12]) / 255
+
+ASSIGNMENT_3 = (
+    Case("fgsm", 3, f"{_LIN_TEXT}, float64, {_IMAGES}, eps 8/255",
+         lambda m: _case_fgsm(m, _LIN(np.float64), *_attack_input(21, (6, 4, 4, 3), 5, np.float64, False), _EPS)),
+    Case("fgsm clips to [0, 1]", 2, f"{_LIN_TEXT}, float64, {_EDGES}, eps 8/255",
+         lambda m: _case_fgsm(m, _LIN(np.float64), *_attack_input(22, (6, 4, 4, 3), 5, np.float64, True), _EPS)),
+    Case("fgsm per-channel eps, float32", 2, f"{_LIN_TEXT}, float32, {_IMAGES}, eps (4, 8, 12)/255",
+         lambda m: _case_fgsm(m, _LIN(np.float32), *_attack_input(21, (6, 4, 4, 3), 5, np.float32, False),
+                              _PER_CHANNEL)),
+    Case("fgsm on VGG8", 2, f"{_VGG_TEXT}, eps 8/255",
+         lambda m: _case_fgsm(m, _small_vgg(), *_attack_input(23, (1, 32, 32, 3), 10, np.float32, False), _EPS)),
+    Case("pgd", 3, f"{_LIN_TEXT}, float64, {_IMAGES}, eps 8/255, 5 steps, alpha 2/255, no random start",
+         lambda m: _case_pgd(m, _LIN(np.float64), *_attack_input(21, (6, 4, 4, 3), 5, np.float64, False),
+                             _EPS, 5, 2 / 255, False)),
+    Case("pgd random start", 3, f"{_LIN_TEXT}, float64, {_IMAGES}, eps 8/255, 3 steps, alpha 2/255, rng seed 5",
+         lambda m: _case_pgd(m, _LIN(np.float64), *_attack_input(21, (6, 4, 4, 3), 5, np.float64, False),
+                             _EPS, 3, 2 / 255, True)),
+    Case("pgd clips to [0, 1]", 2, f"{_LIN_TEXT}, float64, {_EDGES}, eps 8/255, 3 steps, alpha 2/255",
+         lambda m: _case_pgd(m, _LIN(np.float64), *_attack_input(22, (6, 4, 4, 3), 5, np.float64, True),
+                             _EPS, 3, 2 / 255, False)),
+)
+
+ASSIGNMENTS = {1: ASSIGNMENT_1, 2: ASSIGNMENT_2, 3: ASSIGNMENT_3}
 
 
 # ----------------------------------------------------------------------------------------------

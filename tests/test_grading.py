@@ -59,7 +59,12 @@ def test_solution_2_full_marks(tmp_path):
     assert report.score == report.max_score == 22, report.table()
 
 
-@pytest.mark.parametrize("n", [1, 2])
+def test_solution_3_full_marks(tmp_path):
+    report = grade(3, _student(tmp_path, "good", "from nxbar.attacks import fgsm, pgd\n"))
+    assert report.score == report.max_score == 17, report.table()
+
+
+@pytest.mark.parametrize("n", [1, 2, 3])
 def test_skeleton_scores_zero(n):
     skeleton = sorted(SKELETONS.glob(f"assignment{n}_*.py"))
     assert len(skeleton) == 1
@@ -190,3 +195,42 @@ def transfer_matrix(G, **res):
     assert "expected shape (3, 5), got shape (5, 3)" in failed["transfer_matrix 3x5 random"]
     for case in ("transfer_matrix 2x2 worked example", "transfer_matrix 8x8 SPEC defaults", "padded_tile_transfer"):
         assert "T transposed" in failed[case], failed[case]
+
+
+ATTACK_BASE = """
+import numpy as np
+from nxbar.attacks import fgsm, pgd, project
+"""
+FGSM_CASES = ["fgsm", "fgsm clips to [0, 1]", "fgsm per-channel eps, float32", "fgsm on VGG8"]
+
+
+def test_fgsm_sign_flipped(tmp_path):
+    src = ATTACK_BASE + """
+def fgsm(model, x, y, eps):
+    eps = np.asarray(eps, dtype=x.dtype)
+    return np.clip(x - eps * np.sign(model.loss_and_input_grad(x, y)[1]), 0, 1).astype(x.dtype)
+"""
+    _check_mistake(grade(3, _student(tmp_path, "sign", src)), FGSM_CASES, ["sign of the step is flipped"])
+
+
+def test_fgsm_not_clipped(tmp_path):
+    src = ATTACK_BASE + """
+def fgsm(model, x, y, eps):
+    eps = np.asarray(eps, dtype=x.dtype)
+    return x + eps * np.sign(model.loss_and_input_grad(x, y)[1])
+"""
+    _check_mistake(grade(3, _student(tmp_path, "clip", src)), ["fgsm clips to [0, 1]"], ["not clipped to the image box"])
+
+
+def test_pgd_without_projection(tmp_path):
+    src = ATTACK_BASE + """
+def pgd(model, x, y, eps, *, steps=10, alpha=2 / 255, random_start=True, rng=None):
+    eps, alpha = np.asarray(eps, dtype=x.dtype), np.asarray(alpha, dtype=x.dtype)
+    x_adv = x.copy()
+    if random_start:
+        x_adv = project(x + eps * rng.uniform(-1.0, 1.0, size=x.shape).astype(x.dtype), x, eps)
+    for _ in range(steps):
+        x_adv = np.clip(x_adv + alpha * np.sign(model.loss_and_input_grad(x_adv, y)[1]), 0, 1)
+    return x_adv
+"""
+    _check_mistake(grade(3, _student(tmp_path, "ball", src)), ["pgd", "pgd random start"], ["eps-ball"])
