@@ -291,6 +291,10 @@ SPEC = {"r_source_ohm": 100.0, "r_sink_ohm": 100.0, "r_wire_row_ohm": 1.0, "r_wi
 G_MIN_S, G_MAX_S = 1 / 200e3, 1 / 20e3
 
 
+def _ohm(res: dict) -> str:
+    return ", ".join(f"{k[2:-4]} {v:g}" for k, v in res.items()) + " ohm"
+
+
 def _tile(seed: int, shape) -> np.ndarray:
     return np.random.default_rng(seed).uniform(G_MIN_S, G_MAX_S, shape)
 
@@ -365,19 +369,19 @@ _G34, _V34 = _tile(10, (3, 4)), np.random.default_rng(10).uniform(0, 1, 3)
 ASSIGNMENT_2 = (
     Case("nodal_system 2x2 worked example", 3, "G = 1 mS, all resistances 1 kOhm, v = (1, 0) V (physics.md 7)",
          lambda m: _case_nodal(m, _G22, _V10, WORKED)),
-    Case("nodal_system 3x4 random", 2, f"G (3, 4) uniform [5, 50] uS seed 10, v ~ U[0, 1] seed 10, {RANDOM}",
+    Case("nodal_system 3x4 random", 2, f"G (3, 4) uniform [5, 50] uS seed 10, v ~ U[0, 1] seed 10, {_ohm(RANDOM)}",
          lambda m: _case_nodal(m, _G34, _V34, RANDOM)),
     Case("node_voltages 2x2 worked example", 2, "G = 1 mS, all resistances 1 kOhm, v = (1, 0) V (physics.md 7)",
          lambda m: _case_node_voltages(m, _G22, _V10, WORKED)),
-    Case("node_voltages 3x4 random", 2, f"G (3, 4) uniform [5, 50] uS seed 10, v ~ U[0, 1] seed 10, {RANDOM}",
+    Case("node_voltages 3x4 random", 2, f"G (3, 4) uniform [5, 50] uS seed 10, v ~ U[0, 1] seed 10, {_ohm(RANDOM)}",
          lambda m: _case_node_voltages(m, _G34, _V34, RANDOM)),
     Case("transfer_matrix 2x2 worked example", 3, "G = 1 mS, all resistances 1 kOhm (physics.md 7)",
          lambda m: _case_transfer(m, _G22, WORKED)),
-    Case("transfer_matrix 3x5 random", 3, f"G (3, 5) uniform [5, 50] uS seed 11, {RANDOM}",
+    Case("transfer_matrix 3x5 random", 3, f"G (3, 5) uniform [5, 50] uS seed 11, {_ohm(RANDOM)}",
          lambda m: _case_transfer(m, _tile(11, (3, 5)), RANDOM)),
-    Case("transfer_matrix 8x8 SPEC defaults", 2, f"G (8, 8) uniform [5, 50] uS seed 12, {SPEC}",
+    Case("transfer_matrix 8x8 SPEC defaults", 2, f"G (8, 8) uniform [5, 50] uS seed 12, {_ohm(SPEC)}",
          lambda m: _case_transfer(m, _tile(12, (8, 8)), SPEC)),
-    Case("padded_tile_transfer", 3, f"block (3, 2) uniform [5, 50] uS seed 13 in a 5x5 tile, g_off 5 uS, {SPEC}",
+    Case("padded_tile_transfer", 3, f"block (3, 2) uniform [5, 50] uS seed 13 in a 5x5 tile, g_off 5 uS, {_ohm(SPEC)}",
          _case_padded),
     Case("nonideality_factor", 2, "G (4, 6) uniform [5, 50] uS seed 14, T at SPEC defaults, n_inputs 16, seed 3",
          _case_nf),

@@ -219,7 +219,8 @@ def fgsm(model, x, y, eps):
     eps = np.asarray(eps, dtype=x.dtype)
     return x + eps * np.sign(model.loss_and_input_grad(x, y)[1])
 """
-    _check_mistake(grade(3, _student(tmp_path, "clip", src)), ["fgsm clips to [0, 1]"], ["not clipped to the image box"])
+    report = grade(3, _student(tmp_path, "clip", src))
+    _check_mistake(report, ["fgsm clips to [0, 1]"], ["not clipped to the image box"])
 
 
 def test_pgd_without_projection(tmp_path):
