@@ -271,6 +271,17 @@ def spice(size, output, **physics):
         click.echo(text, nl=False)
 
 
+
+@main.command()
+@click.argument("assignment", type=int)
+@click.argument("student_file", type=click.Path(dir_okay=False))
+@_fail_cleanly
+def grade(assignment, student_file):
+    """Grade STUDENT_FILE for course assignment 1 (layers), 2 (crossbar) or 3 (attacks); see docs/assignments."""
+    from nxbar.grading import grade as run_grader
+
+    click.echo(run_grader(assignment, student_file).table())
+
 @main.group()
 def cache():
     """The on-disk cache of mapped models."""

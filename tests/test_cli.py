@@ -127,3 +127,14 @@ def test_map_report(run, weights):
 def test_cache_clear(run):
     out = run("cache", "clear")
     assert out.exit_code == 0 and "removed" in out.output
+
+
+def test_grade_command(run):
+    from pathlib import Path
+
+    skeleton = Path(__file__).resolve().parents[1] / "docs" / "assignments" / "skeletons" / "assignment1_layers.py"
+    out = run("grade", 1, skeleton)
+    assert out.exit_code == 0, out.output
+    assert "score 0/" in out.output and "NotImplementedError" in out.output
+    bad = run("grade", 4, skeleton)
+    assert bad.exit_code == 2 and "4" in bad.output
