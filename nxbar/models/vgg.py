@@ -141,8 +141,9 @@ class VGG:
         return y
 
     # ------------------------------------------------------------------------- passes
-    def _forward(self, h: np.ndarray, caches: list | None) -> np.ndarray:
-        """Logits of [0, 1] images h (model dtype); appends every layer's cache to `caches` unless None."""
+    def _forward(self, h: np.ndarray, caches: list | None, acts: dict | None = None) -> np.ndarray:
+        """Logits of [0, 1] images h (model dtype); appends every layer's cache to `caches` unless None and
+        stores each MVM layer's output in `acts[layer name]` unless None (see `activations`)."""
         h, c = L.normalize_forward(h, self.mean, self.std)
         if caches is not None:
             caches.append(c)
@@ -161,6 +162,8 @@ class VGG:
                 h, c = L.flatten_forward(h)
             else:
                 h, c = L.linear_forward(h, self._matrix(f"{key}.weight"), p[f"{key}.bias"])
+            if acts is not None and kind in ("conv", "fc"):
+                acts[key] = h
             if caches is not None:
                 caches.append(c)
         return h
@@ -197,6 +200,21 @@ class VGG:
         for i in range(0, len(x), _CHUNK):
             logits[i:i + _CHUNK] = self._forward(x[i:i + _CHUNK], None)
         return logits
+
+    def activations(self, x) -> dict[str, np.ndarray]:
+        """Output of every MVM layer for NHWC images x in [0, 1]: dict layer name -> array, in network order
+        (the i-th entry is the layer of mvm_names[i]). Conv layer k ("conv{k}"): the convolution output
+        (N, H, W, C_out), before BatchNorm; FC layer j ("fc{j}"): x W^T + b (N, out), before the ReLU
+        (the last one is the logits)."""
+        x = self._images(x)
+        if len(x) == 0:
+            raise ValueError("x must hold at least one image")
+        chunks: list[dict] = []
+        for i in range(0, len(x), _CHUNK):
+            chunks.append({})
+            self._forward(x[i:i + _CHUNK], None, chunks[-1])
+        names = [name.rsplit(".", 1)[0] for name in self.mvm_names]
+        return {name: np.concatenate([c[name] for c in chunks]) for name in names}
 
     def predict(self, x, batch_size: int = 256) -> np.ndarray:
         """Predicted labels (int64), evaluating `batch_size` images at a time."""
