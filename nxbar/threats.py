@@ -1,0 +1,116 @@
+"""Threat models beyond SW/SH/HH: who attacks with what knowledge of the chip, and which victim is hit.
+
+Attackers (each makes adversarial inputs with `make_adversarial`, i.e. FGSM/PGD on its own model):
+  white-box  the victim itself (software victim: SW; chip victim: HH, the exact chip)
+  software   the software model (victim chip: SH, black-box transfer)
+  nominal    the model mapped with the chip's design, sigma = 0: knows the parameters, not the variation draw
+  eot        expectation over transformation (Athalye et al. 2018) over K chips of the same design with
+             other seeds: L_EOT(x) = (1/K) sum_k L_k(x), grad_x L_EOT = (1/K) sum_k grad_x L_k(x)
+  transfer   one other chip of the same design (seed a), evaluated on chip b (cross-chip transfer)
+Victims: the software model and every chip of `victim_seeds` (one physical chip each); chip results are
+reported per seed and as mean and standard deviation (ddof 0) over the seeds.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from nxbar.crossbar.config import CrossbarConfig
+from nxbar.crossbar.mapped import map_model
+from nxbar.experiments import AttackConfig, count_correct, make_adversarial
+
+ATTACKERS = ("white-box", "software", "nominal", "eot", "transfer")
+
+
+class EOTModel:
+    """Expectation over K models (chips): loss and input gradient are the means over the K models.
+
+    L(x, y) = (1/K) sum_k L_k(x, y);  dL/dx = (1/K) sum_k dL_k/dx. Usable by `nxbar.attacks.pgd` unchanged.
+    forward returns the mean logits (used by predict). dtype and std are those of the first model.
+    """
+
+    def __init__(self, models):
+        self.models = list(models)
+        if not self.models:
+            raise ValueError("EOTModel needs at least one model, got none")
+        self.dtype, self.std = self.models[0].dtype, self.models[0].std
+
+    def loss_and_input_grad(self, x, y):
+        pairs = [m.loss_and_input_grad(x, y) for m in self.models]
+        k = len(pairs)
+        return sum(p[0] for p in pairs) / k, sum(p[1] for p in pairs) / k
+
+    def forward(self, x):
+        return sum(m.forward(x) for m in self.models) / len(self.models)
+
+    def predict(self, x):
+        return np.argmax(self.forward(x), axis=1)
+
+
+def chip(software, config: CrossbarConfig, seed: int, *, cache=True, cache_dir=None):
+    """Chip `seed` of design `config`: `software` mapped with config.replace(seed=seed)."""
+    return map_model(software, config.replace(seed=seed), cache=cache, cache_dir=cache_dir)
+
+
+def nominal_chip(software, config: CrossbarConfig, *, cache=True, cache_dir=None):
+    """The design without a variation draw: `software` mapped with sigma = 0 (the seed then does not matter)."""
+    return map_model(software, config.replace(sigma=0.0, seed=0), cache=cache, cache_dir=cache_dir)
+
+
+def transfer(attacker, victim, images, labels, attack: AttackConfig, *, batch_size=200, x_adv=None) -> dict:
+    """CA, AA, AL (percent) of `victim` on adversarial inputs made on `attacker` with `attack`.
+
+    attacker = victim is the white-box attack (HH on a chip); `x_adv` passes inputs already made on
+    `attacker` (then `attacker` is not used).
+    """
+    if x_adv is None:
+        x_adv = make_adversarial(attacker, images, labels, attack, batch_size=batch_size)
+    n = len(labels)
+    ca, aa = count_correct(victim, images, labels, batch_size), count_correct(victim, x_adv, labels, batch_size)
+    return {"CA": 100.0 * ca / n, "AA": 100.0 * aa / n, "AL": 100.0 * (ca - aa) / n}
+
+
+def threat_matrix(software, config: CrossbarConfig, images, labels, attack: AttackConfig, *,
+                  victim_seeds=(0, 1, 2), eot_seeds=(100, 101, 102, 103), transfer_seed=200,
+                  attackers=ATTACKERS, cache=True, cache_dir=None, batch_size=200) -> list[dict]:
+    """Rows of the attacker x victim matrix: CA, AA, AL (percent) of every attacker on every victim.
+
+    One row per (attacker, victim) with victim "software" or "chips"; a "chips" row has the mean over
+    `victim_seeds`, their standard deviations CA_std/AA_std/AL_std (ddof 0) and `per_seed` (one
+    {seed, CA, AA, AL} per chip). EOT and transfer chips must not be victims (the attacker does not hold
+    the victim chip): their seeds must be disjoint from `victim_seeds`.
+    """
+    bad = [a for a in attackers if a not in ATTACKERS]
+    if bad or not attackers:
+        raise ValueError(f"attacker(s) {', '.join(bad) or '(none)'} not allowed; allowed: {', '.join(ATTACKERS)}")
+    victim_seeds, eot_seeds = tuple(victim_seeds), tuple(eot_seeds)
+    if not victim_seeds:
+        raise ValueError("victim_seeds must name at least one chip seed, got none")
+    held = set(victim_seeds) & (set(eot_seeds) | {transfer_seed})
+    if held:
+        raise ValueError(f"eot_seeds and transfer_seed must differ from victim_seeds {victim_seeds}; "
+                         f"shared: {sorted(held)}")
+    mapped = {"cache": cache, "cache_dir": cache_dir}
+    victims = {s: chip(software, config, s, **mapped) for s in victim_seeds}
+    fixed = {  # attackers whose model does not depend on the victim
+        "software": lambda: software,
+        "nominal": lambda: nominal_chip(software, config, **mapped),
+        "eot": lambda: EOTModel(chip(software, config, s, **mapped) for s in eot_seeds),
+        "transfer": lambda: chip(software, config, transfer_seed, **mapped),
+    }
+    common = {"attack": attack, "batch_size": batch_size}
+    head = {**attack.as_dict(), "n": len(labels)}
+    rows = []
+    for name in attackers:
+        x_adv = None
+        if name != "white-box":
+            x_adv = make_adversarial(fixed[name](), images, labels, attack, batch_size=batch_size)
+        rows.append({"attacker": name, "victim": "software", **head,
+                     **transfer(software, software, images, labels, x_adv=x_adv, **common)})
+        per_seed = [{"seed": s, **transfer(v, v, images, labels, x_adv=x_adv, **common)} for s, v in victims.items()]
+        stats = {}
+        for key in ("CA", "AA", "AL"):
+            values = np.array([p[key] for p in per_seed])
+            stats[key], stats[f"{key}_std"] = float(values.mean()), float(values.std())
+        rows.append({"attacker": name, "victim": "chips", **head, **stats, "per_seed": per_seed})
+    return rows

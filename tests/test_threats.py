@@ -1,0 +1,124 @@
+"""Attackers beyond SW/SH/HH (nxbar.threats) on a linear softmax network mapped onto 16x16 crossbars."""
+
+import numpy as np
+import pytest
+
+from nxbar.crossbar.config import CrossbarConfig
+from nxbar.experiments import AttackConfig, evaluate_modes, make_adversarial
+from nxbar.threats import ATTACKERS, EOTModel, chip, nominal_chip, threat_matrix, transfer
+
+SHAPE, CLASSES = (8, 8, 3), 4
+CONFIG = CrossbarConfig(size=16, sigma=0.1)  # default parasitics and variation: every chip differs
+ATTACK = AttackConfig(eps=8 / 255, steps=5, alpha=2 / 255, seed=1)
+
+
+class LinearNet:
+    """logits = flatten(x) W^T + b, mean softmax cross-entropy; the VGG interface map_model and the attacks use."""
+
+    mvm_names = ("fc1.weight",)
+    std = np.array([0.25, 0.5, 0.125])
+    dtype = np.dtype(np.float64)
+
+    def __init__(self, params):
+        self.params = params
+
+    def with_params(self, replacements):
+        return LinearNet({**self.params, **replacements})
+
+    def forward(self, x):
+        return x.reshape(len(x), -1) @ self.params["fc1.weight"].T + self.params["fc1.bias"]
+
+    def predict(self, x):
+        return np.argmax(self.forward(x), axis=1)
+
+    def loss_and_input_grad(self, x, y):
+        z = self.forward(x)
+        p = np.exp(z - z.max(axis=1, keepdims=True))
+        p /= p.sum(axis=1, keepdims=True)
+        loss = -np.mean(np.log(p[np.arange(len(y)), y]))
+        p[np.arange(len(y)), y] -= 1
+        return loss, (p @ self.params["fc1.weight"] / len(y)).reshape(x.shape)
+
+
+@pytest.fixture(scope="module")
+def net():
+    rng = np.random.default_rng(0)
+    return LinearNet({"fc1.weight": rng.standard_normal((CLASSES, int(np.prod(SHAPE)))) * 0.1,
+                      "fc1.bias": rng.standard_normal(CLASSES) * 0.1})
+
+
+@pytest.fixture(scope="module")
+def data(net):
+    x = np.random.default_rng(1).uniform(0, 1, (30, *SHAPE))
+    return x, net.predict(x)
+
+
+def test_eot_over_one_chip_is_hh(net, data):
+    x, y = data
+    a = chip(net, CONFIG, 3, cache=False)
+    hh = make_adversarial(a, x, y, ATTACK)
+    assert np.array_equal(make_adversarial(EOTModel([a]), x, y, ATTACK), hh)
+    assert not np.array_equal(make_adversarial(chip(net, CONFIG, 4, cache=False), x, y, ATTACK), hh)
+
+
+def test_eot_loss_and_gradient_are_the_means_over_chips(net, data):
+    x, y = data
+    chips = [chip(net, CONFIG, s, cache=False) for s in (5, 6, 7)]
+    loss, grad = EOTModel(chips).loss_and_input_grad(x, y)
+    pairs = [c.loss_and_input_grad(x, y) for c in chips]
+    assert np.isclose(loss, np.mean([p[0] for p in pairs]))
+    assert np.allclose(grad, np.mean([p[1] for p in pairs], axis=0), rtol=1e-12, atol=0)
+    assert not np.allclose(grad, pairs[0][1])  # the chips differ, so the mean is not any one of them
+    with pytest.raises(ValueError, match="at least one model"):
+        EOTModel([])
+
+
+def test_transfer_from_a_chip_to_itself_is_hh(net, data):
+    x, y = data
+    a = chip(net, CONFIG, 3, cache=False)
+    (hh,) = evaluate_modes(net, a, x, y, [ATTACK], modes=("hh",))
+    same = transfer(chip(net, CONFIG, 3, cache=False), a, x, y, ATTACK)  # an independently mapped copy of chip 3
+    assert same == {k: hh[k] for k in ("CA", "AA", "AL")}
+    assert hh["AL"] > 0
+
+
+def test_nominal_attacker_without_variation_is_hh(net, data):
+    x, y = data
+    exact = CONFIG.replace(sigma=0.0, seed=9)
+    nominal = nominal_chip(net, exact, cache=False)
+    hh = chip(net, exact, 9, cache=False)
+    assert np.array_equal(nominal.params["fc1.weight"], hh.params["fc1.weight"])
+    assert np.array_equal(make_adversarial(nominal, x, y, ATTACK), make_adversarial(hh, x, y, ATTACK))
+    # with variation the nominal model is not the chip
+    assert not np.array_equal(nominal_chip(net, CONFIG, cache=False).params["fc1.weight"],
+                              chip(net, CONFIG, 9, cache=False).params["fc1.weight"])
+
+
+def test_threat_matrix(net, data, tmp_path):
+    x, y = data
+    rows = threat_matrix(net, CONFIG, x, y, ATTACK, victim_seeds=(0, 1), eot_seeds=(10, 11), transfer_seed=20,
+                         cache_dir=tmp_path)
+    assert [(r["attacker"], r["victim"]) for r in rows] == [(a, v) for a in ATTACKERS for v in ("software", "chips")]
+    by = {(r["attacker"], r["victim"]): r for r in rows}
+    (sw,) = evaluate_modes(net, None, x, y, [ATTACK], modes=("sw",))
+    for attacker in ("white-box", "software"):
+        assert by[attacker, "software"]["AA"] == sw["AA"]
+    for seed_index, seed in enumerate((0, 1)):
+        v = chip(net, CONFIG, seed, cache=False)
+        sh, hh = evaluate_modes(net, v, x, y, [ATTACK], modes=("sh", "hh"))
+        assert by["white-box", "chips"]["per_seed"][seed_index] == {"seed": seed, "CA": hh["CA"], "AA": hh["AA"],
+                                                                    "AL": hh["AL"]}
+        assert by["software", "chips"]["per_seed"][seed_index]["AA"] == sh["AA"]
+    chips = by["eot", "chips"]
+    aa = [p["AA"] for p in chips["per_seed"]]
+    assert chips["AA"] == pytest.approx(np.mean(aa)) and chips["AA_std"] == pytest.approx(np.std(aa))
+    assert all(r["CA"] - r["AA"] == pytest.approx(r["AL"]) for r in rows)
+    assert by["white-box", "chips"]["AA"] <= by["transfer", "chips"]["AA"]
+
+
+def test_threat_matrix_rejects_bad_input(net, data):
+    x, y = data
+    with pytest.raises(ValueError, match="must differ from victim_seeds"):
+        threat_matrix(net, CONFIG, x, y, ATTACK, victim_seeds=(0, 1), eot_seeds=(1, 2), cache=False)
+    with pytest.raises(ValueError, match="attacker\\(s\\) oracle not allowed"):
+        threat_matrix(net, CONFIG, x, y, ATTACK, attackers=("oracle",), cache=False)
