@@ -1,0 +1,525 @@
+"""The study's experiments (SPEC section 1, issue 6): a registry of cell grids, a resumable runner, a report.
+
+A cell is one number of the paper: (model, crossbar size or None for software, mode, physics overrides,
+attack, chip seed, and for the NF experiment a layer). Modes: SW/SH/HH (SPEC 5), "clean" (clean accuracy
+only, Fig. 4) and "nf" (non-ideality factor, SPEC 3: layer "tiles" = random tiles, else one mapped layer).
+Every finished cell is appended at once to `<out>/<NAME>.csv` (one row per cell), so a run that stops resumes
+by skipping the cells already there; `<out>/<NAME>.json` records the configuration, weight hashes, versions
+and wall time. SW adversarial inputs are made once per attack setting and reused for every SH cell.
+Hardware cells at FGSM 0.1 and PGD 8/255 run on three chip seeds (the paper reports one chip).
+`report()` writes `<out>/README.md`: our tables beside the paper's and a verdict for each claim C1..C11.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import platform
+import shutil
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+import nxbar
+from nxbar.crossbar.config import PARASITIC_FIELDS, CrossbarConfig
+from nxbar.crossbar.mapped import map_model, random_tile_nf
+from nxbar.experiments import AttackConfig, count_correct, make_adversarial
+from nxbar.models.arch import mvm_names
+from nxbar.weights import WeightFileError, file_sha256, load_model, resolve_weights, weight_paths
+
+REPO = Path(__file__).resolve().parents[1]
+PAPER_SOURCE = REPO.parent / "shared" / "paper"
+DEFAULT_OUT = REPO / "reference_results"
+DATASET = "cifar10"  # CIFAR-10 is the stated substitute for CIFAR-100 (VGG16, Figs. 5, 6)
+SIZES = (16, 32, 64)
+CHIP_SEEDS = (0, 1, 2)
+QUICK_N = 16
+FGSM_EPS = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3)
+PGD_EPS = tuple(k / 255 for k in (2, 4, 8, 16, 32))
+SEEDED = (("fgsm", 0.1), ("pgd", 8 / 255))  # hardware cells here run on CHIP_SEEDS
+R_ON_OHM = 20e3
+ON_OFF_RATIOS = (10, 100, 1000, 2000)
+PHYSICS_FIELDS = ("r_on_ohm", "r_off_ohm", *PARASITIC_FIELDS, "sigma", "bits")
+KEY_COLUMNS = ("model", "dataset", "xbar", "mode", "layer", *PHYSICS_FIELDS, "chip_seed",
+               "attack", "eps", "eps_space", "steps", "alpha", "random_start", "attack_seed")
+COLUMNS = (*KEY_COLUMNS, "n", "clean_correct", "adv_correct", "CA", "AA", "AL", "nf")
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One number to compute. physics: sorted (CrossbarConfig field, value) overrides of the defaults."""
+
+    model: str
+    size: int | None
+    mode: str
+    attack: AttackConfig | None = None
+    physics: tuple = ()
+    seed: int = 0
+    layer: str = ""
+
+    def config(self, base_physics: dict | None = None) -> CrossbarConfig:
+        return CrossbarConfig(size=self.size, seed=self.seed, **{**(base_physics or {}), **dict(self.physics)})
+
+    def key(self, base_physics: dict | None = None) -> tuple[str, ...]:
+        """The cell's parameter columns, formatted as stored in the CSV."""
+        row = {"model": self.model, "dataset": DATASET, "xbar": self.size or "software", "mode": self.mode,
+               "layer": self.layer}
+        if self.size is not None:
+            cfg = self.config(base_physics).as_dict()
+            row.update({f: cfg[f] for f in PHYSICS_FIELDS}, chip_seed=self.seed)
+        if self.attack is not None:
+            a = self.attack.as_dict()
+            row.update(a, attack_seed=a.pop("seed", None))
+        return tuple(_fmt(row.get(c)) for c in KEY_COLUMNS)
+
+
+def _fmt(value) -> str:
+    """CSV text of a value: '' for None, repr for floats (exact round trip), str otherwise."""
+    return "" if value is None else repr(value) if isinstance(value, float) else str(value)
+
+
+def _attack_cells(model, attack, eps_list, *, eps_spaces=("pixel",), sizes=SIZES, physics_list=((),),
+                  seeded=True) -> list[Cell]:
+    """SW, then SH and HH per size, physics variant and chip seed, for each eps (attack-major order)."""
+    cells = []
+    for space in eps_spaces:
+        for eps in eps_list:
+            a = AttackConfig(attack=attack, eps=eps, eps_space=space)
+            seeds = CHIP_SEEDS if seeded and any(attack == s and np.isclose(eps, e) for s, e in SEEDED) else (0,)
+            cells.append(Cell(model, None, "SW", a))
+            cells += [Cell(model, size, mode, a, physics, seed)
+                      for size in sizes for physics in physics_list for seed in seeds for mode in ("SH", "HH")]
+    return cells
+
+
+def _physics(r_on_ohm: float, ratio: float) -> tuple:
+    return (("r_off_ohm", r_on_ohm * ratio), ("r_on_ohm", r_on_ohm))
+
+
+def _nf_cells(sizes) -> list[Cell]:
+    return [Cell("vgg8", s, "nf", layer=layer) for s in sizes for layer in ("tiles", *mvm_names("vgg8"))]
+
+
+def experiment_cells(name: str, quick: bool = False) -> list[Cell]:
+    """The grid of experiment `name` (see EXPERIMENTS); `quick` = a small smoke version of it."""
+    q = quick
+    fgsm_eps, pgd_eps = ((0.1,), (8 / 255,)) if q else (FGSM_EPS, PGD_EPS)
+    spaces = ("pixel",) if q else ("pixel", "normalized")
+    sizes = (64,) if q else SIZES
+    ratios = (10, 2000) if q else ON_OFF_RATIOS
+    grids = {
+        "table1": lambda: _attack_cells("vgg8", "fgsm", fgsm_eps, eps_spaces=spaces, sizes=sizes, seeded=not q),
+        "table2": lambda: _attack_cells("vgg8", "pgd", pgd_eps, sizes=sizes, seeded=not q),
+        "fig4": lambda: [Cell(m, s, "clean") for m in ("vgg8", "vgg16") for s in (None, *sizes)],
+        "fig8a": lambda: _attack_cells("vgg8", "pgd", pgd_eps, sizes=(32,), seeded=not q,
+                                       physics_list=[_physics(r, 10) for r in (20e3, 10e3)]),
+        "fig8b": lambda: _attack_cells("vgg8", "pgd", pgd_eps, sizes=(32,), seeded=not q,
+                                       physics_list=[_physics(R_ON_OHM, r) for r in ratios]),
+        "fig5": lambda: _attack_cells("vgg16", "fgsm", fgsm_eps, eps_spaces=spaces, sizes=sizes, seeded=not q),
+        "fig6": lambda: _attack_cells("vgg16", "pgd", pgd_eps, sizes=sizes, seeded=not q),
+        "nf": lambda: _nf_cells(sizes),
+    }
+    if name not in grids:
+        raise ValueError(f"experiment {name!r} unknown; allowed: {', '.join(grids)}")
+    return grids[name]()
+
+
+EXPERIMENTS = {
+    "table1": "FGSM, VGG8 CIFAR-10, eps 0.05..0.3 in pixel and normalized units; SW, SH/HH on 16/32/64 (Table I)",
+    "table2": "PGD, VGG8 CIFAR-10, eps 2..32/255; SW, SH/HH on 16/32/64 (Table II)",
+    "fig4": "clean accuracy in software and on 16/32/64 crossbars, VGG8 and VGG16 (Fig. 4)",
+    "fig8a": "PGD AL vs eps on 32x32, R_on 20 kOhm and 10 kOhm, ON/OFF 10 (Fig. 8a)",
+    "fig8b": "PGD AL vs eps on 32x32, R_on 20 kOhm, ON/OFF 10, 100, 1000, 2000 (Fig. 8b)",
+    "fig5": "FGSM, VGG16 on CIFAR-10 (substitute for CIFAR-100), as table1 (Fig. 5)",
+    "fig6": "PGD, VGG16 on CIFAR-10 (substitute for CIFAR-100), as table2 (Fig. 6)",
+    "nf": "NF of random tiles and of every VGG8 layer on 16/32/64 crossbars, default physics (SPEC 3)",
+}
+
+
+def find_weights(model: str, weights: dict | None = None) -> Path:
+    """Weight file stem of `model`: weights[model] if given, else the shipped one; a clear error if missing."""
+    path = Path((weights or {}).get(model) or resolve_weights(model, DATASET))
+    npz, js = weight_paths(path)
+    for p in (js, npz):
+        if not p.is_file():
+            raise WeightFileError(f"{p}: weight file not found; the {model} weights must be trained first "
+                                  f"(tools/train_export.py --model {model}) or given explicitly")
+    return path
+
+
+def versions() -> dict:
+    import numba
+    import scipy
+
+    return {"nxbar": nxbar.__version__, "numpy": np.__version__, "scipy": scipy.__version__,
+            "numba": numba.__version__, "python": platform.python_version(), "platform": platform.platform()}
+
+
+def read_rows(path: Path) -> list[dict]:
+    """Rows of a stored CSV (strings), [] when it does not exist."""
+    if not path.is_file():
+        return []
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+class _Runner:
+    """Models, data and memoised intermediate results of one run (SW adversarial inputs, clean counts)."""
+
+    def __init__(self, images, labels, weights, base_physics, cache_dir):
+        self.images, self.labels, self.weights = images, labels, weights
+        self.base_physics, self.cache_dir = base_physics, cache_dir
+        self.models, self.clean, self.adv_sw, self.mapped = {}, {}, (None, None), (None, None)
+
+    def model(self, name):
+        if name not in self.models:
+            self.models[name] = load_model(self.weights[name])[0]
+        return self.models[name]
+
+    def hardware(self, cell):
+        config = cell.config(self.base_physics)
+        if self.mapped[0] != (cell.model, config):
+            self.mapped = ((cell.model, config), map_model(self.model(cell.model), config, cache_dir=self.cache_dir))
+        return self.mapped[1]
+
+    def clean_correct(self, cell, net):
+        key = (cell.model, cell.size and cell.config(self.base_physics))
+        if key not in self.clean:
+            self.clean[key] = count_correct(net, self.images, self.labels)
+        return self.clean[key]
+
+    def sw_adversarial(self, cell):
+        key = (cell.model, cell.attack)
+        if self.adv_sw[0] != key:
+            self.adv_sw = (key, make_adversarial(self.model(cell.model), self.images, self.labels, cell.attack))
+        return self.adv_sw[1]
+
+    def compute(self, cell) -> dict:
+        """Result columns of `cell` (n, counts, CA, AA, AL in percent; nf)."""
+        n = len(self.labels)
+        if cell.mode == "nf":
+            config = cell.config(self.base_physics)
+            if cell.layer == "tiles":
+                return {"n": "", "nf": random_tile_nf(config, n_tiles=64, seed=config.seed)}
+            report = self.hardware(cell).report
+            return {"n": "", "nf": next(r["nf"] for r in report if r["name"] == cell.layer)}
+        net = self.model(cell.model) if cell.size is None else self.hardware(cell)
+        ca = self.clean_correct(cell, net)
+        out = {"n": n, "clean_correct": ca, "CA": 100.0 * ca / n}
+        if cell.mode == "clean":
+            return out
+        adv = self.sw_adversarial(cell) if cell.mode in ("SW", "SH") else make_adversarial(
+            net, self.images, self.labels, cell.attack)
+        aa = count_correct(net, adv, self.labels)
+        return {**out, "adv_correct": aa, "AA": 100.0 * aa / n, "AL": 100.0 * (ca - aa) / n}
+
+
+def run(name: str, *, quick: bool = False, n: int | None = None, out: str | Path = DEFAULT_OUT,
+        weights: dict | None = None, base_physics: dict | None = None, cache_dir=None, progress=None) -> Path:
+    """Compute the cells of experiment `name` not yet in `<out>/<NAME>.csv`; return the CSV path.
+
+    quick: the smoke grid, stored as `<NAME>_quick.csv` (n defaults to QUICK_N instead of the 1,000 embedded
+    images). weights: {model: weight file} instead of the shipped files. base_physics: CrossbarConfig fields
+    under every cell's own overrides (tests use the ideal crossbar). progress(i, total, cell) after each cell.
+    """
+    from nxbar.data import load_dataset
+
+    t0 = time.perf_counter()
+    cells = experiment_cells(name, quick)
+    stem = Path(out) / (f"{name}_quick" if quick else name)
+    csv_path, json_path = stem.with_suffix(".csv"), stem.with_suffix(".json")
+    ds = load_dataset("embedded")
+    n = n if n is not None else (QUICK_N if quick else len(ds.labels))
+    if not 1 <= n <= len(ds.labels):
+        raise ValueError(f"n {n} is out of range; allowed: 1..{len(ds.labels)} (the embedded images)")
+    stored = read_rows(csv_path)
+    other_n = {r["n"] for r in stored if r["n"]} - {str(n)}
+    if other_n:
+        raise ValueError(f"{csv_path} holds cells on {', '.join(sorted(other_n))} images, not {n}; "
+                         f"use another out folder or remove the file")
+    done = {tuple(r[c] for c in KEY_COLUMNS) for r in stored}
+    todo = [c for c in cells if c.key(base_physics) not in done]
+    models = sorted({c.model for c in cells if not (c.mode == "nf" and c.layer == "tiles")})
+    paths = {m: find_weights(m, weights) for m in models}
+    runner = _Runner(ds.images[:n], ds.labels[:n], paths, base_physics, cache_dir)
+    csv_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(csv_path, "a", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=COLUMNS)
+        if not stored:
+            writer.writeheader()
+        for i, cell in enumerate(todo):
+            row = dict(zip(KEY_COLUMNS, cell.key(base_physics)))
+            row.update({k: _fmt(v) for k, v in runner.compute(cell).items()})
+            writer.writerow(row)
+            f.flush()
+            if progress is not None:
+                progress(i + 1, len(todo), cell)
+    previous = json.loads(json_path.read_text()) if json_path.is_file() else {}
+    wall_s = time.perf_counter() - t0
+    record = {
+        "experiment": name, "description": EXPERIMENTS[name], "quick": quick,
+        "data": {"source": ds.source, "n_images": n}, "dataset": DATASET,
+        "base_physics": base_physics or {}, "crossbar_defaults": CrossbarConfig().as_dict(),
+        "cells": len(cells), "computed_this_run": len(todo),
+        "weights": {m: {"path": str(weight_paths(p)[0]), "npz_sha256": file_sha256(weight_paths(p)[0])}
+                    for m, p in paths.items()},
+        "versions": versions(), "wall_s_this_run": wall_s,
+        "wall_s_total": previous.get("wall_s_total", 0.0) + wall_s,
+    }
+    json_path.write_text(json.dumps(record, indent=2) + "\n")
+    return csv_path
+
+
+def copy_paper_tables(source: str | Path = PAPER_SOURCE, out: str | Path = DEFAULT_OUT) -> list[Path]:
+    """Copy the paper's own tables (<repo>/../shared/paper/*.csv) into `<out>/paper/`; return the copies."""
+    dest = Path(out) / "paper"
+    dest.mkdir(parents=True, exist_ok=True)
+    return [Path(shutil.copy2(p, dest / p.name)) for p in sorted(Path(source).glob("*.csv"))]
+
+
+# ---------------------------------------------------------------------------------------------- report
+PAPER_TABLES = {"table1": "table1_fgsm_vgg8_cifar10_AL.csv", "table2": "table2_pgd_vgg8_cifar10_AL.csv"}
+C6_TOLERANCE_PP = 1.0  # C6: "no added robustness" = AL at a larger ON/OFF ratio not below AL at 10 by more than this
+C9_SATURATION_PP = 5.0  # C9: PGD AL "saturates" = a crossbar row's AL rises by at most this from 8/255 to 32/255
+NOT_REGISTERED = {
+    "C7": "input discretization with crossbars (Fig. 9) is not a registered experiment",
+    "C8": "the QUANOS hybrid-precision VGG8 (Table III) is not a registered experiment (needs trained QUANOS weights)",
+    "C10": "the defence comparison on 32x32 (Fig. 10) is not a registered experiment",
+    "C11": "Tiny ImageNet VGG16 (Fig. 7): its training set cannot be obtained here (SPEC 1)",
+}
+
+
+def eps_label(attack: str, eps: float) -> str:
+    """Column header of an eps as the paper writes it: '8/255' for PGD, '0.1' for FGSM."""
+    return f"{round(eps * 255)}/255" if attack == "pgd" else f"{eps:g}"
+
+
+def _setting(r: dict) -> str:
+    return "software" if r["xbar"] == "software" else f"xbar{r['xbar']}"
+
+
+def _physics_label(r: dict) -> str:
+    if r["xbar"] == "software":
+        return ""
+    r_on, r_off = float(r["r_on_ohm"]), float(r["r_off_ohm"])
+    return f"R_on {r_on / 1e3:g}k ON/OFF {r_off / r_on:g}"
+
+
+def _means(rows: list[dict], value: str) -> dict[tuple, list[float]]:
+    """{(model, eps_space, physics label, setting, mode, eps label): [value of each chip seed]}."""
+    out: dict[tuple, list[float]] = {}
+    for r in rows:
+        if r[value] == "":
+            continue
+        eps = eps_label(r["attack"], float(r["eps"])) if r["attack"] else ""
+        key = (r["model"], r["eps_space"], _physics_label(r), _setting(r), r["mode"], eps)
+        out.setdefault(key, []).append(float(r[value]))
+    return out
+
+
+def _stat(values: list[float]) -> str:
+    if len(values) == 1:
+        return f"{values[0]:.2f}"
+    return f"{np.mean(values):.2f} ± {np.std(values, ddof=1):.2f} ({len(values)} chips)"
+
+
+def load_results(out: str | Path = DEFAULT_OUT) -> dict[str, list[dict]]:
+    """The stored rows of every full (not quick) experiment present in `out`."""
+    return {name: rows for name in EXPERIMENTS if (rows := read_rows(Path(out) / f"{name}.csv"))}
+
+
+def _paper(out: Path, name: str) -> dict[tuple, float]:
+    """{(setting, mode, eps label): AL} of the paper's table for experiment `name` ({} if none)."""
+    path = out / "paper" / PAPER_TABLES.get(name, "-")
+    if not path.is_file():
+        return {}
+    lines = [line for line in path.read_text().splitlines() if not line.startswith("#")]
+    table = {}
+    for r in csv.DictReader(lines):
+        for col, v in r.items():
+            if col not in ("setting", "mode"):
+                table[(r["setting"], r["mode"].replace("Attack-SW", "SW"), col)] = float(v)
+    return table
+
+
+def _markdown(header: list[str], body: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in body])
+
+
+def _attack_table(rows: list[dict], paper: dict) -> str:
+    means = _means(rows, "AL")
+    cols = list(dict.fromkeys(k[5] for k in means))
+    out = []
+    for space in dict.fromkeys(k[1] for k in means):
+        groups = list(dict.fromkeys(k[:5] for k in means if k[1] == space))
+        body = []
+        for g in groups:
+            cells = []
+            for eps in cols:
+                ours = _stat(means[(*g, eps)]) if (*g, eps) in means else "-"
+                ref = paper.get((g[3], g[4], eps))
+                cells.append(ours if ref is None else f"{ours} / {ref:g}")
+            body.append([g[0], g[2] or "-", g[3], g[4], *cells])
+        note = " (ours / paper)" if paper else ""
+        out.append(f"AL in percentage points, eps in {space} units{note}:\n\n"
+                   + _markdown(["model", "physics", "setting", "mode", *cols], body))
+    return "\n\n".join(out)
+
+
+def _clean_table(rows: list[dict]) -> str:
+    ca: dict[tuple, list[float]] = {}
+    for r in rows:
+        ca.setdefault((r["model"], _setting(r)), []).append(float(r["CA"]))
+    cols = list(dict.fromkeys(s for _, s in ca))
+    body = [[m, *[_stat(ca[(m, c)]) if (m, c) in ca else "-" for c in cols]] for m in dict.fromkeys(m for m, _ in ca)]
+    return "Clean accuracy CA in percent:\n\n" + _markdown(["model", *cols], body)
+
+
+def _nf_table(rows: list[dict]) -> str:
+    sizes = list(dict.fromkeys(r["xbar"] for r in rows))
+    layers = list(dict.fromkeys(r["layer"] for r in rows))
+    nf = {(r["layer"], r["xbar"]): float(r["nf"]) for r in rows}
+    body = [[layer, *[f"{nf[(layer, s)]:.4f}" if (layer, s) in nf else "-" for s in sizes]] for layer in layers]
+    return "NF (SPEC 3); layer 'tiles' = 64 random tiles:\n\n" + _markdown(["layer", *[f"xbar{s}" for s in sizes]], body)
+
+
+def _mean_al(rows: list[dict]) -> dict[tuple, float]:
+    return {k: float(np.mean(v)) for k, v in _means(rows, "AL").items()}
+
+
+def _swap(key: tuple, index: int, value) -> tuple:
+    return (*key[:index], value, *key[index + 1:])
+
+
+def _check(label: str, ours: float, other: float, holds: bool) -> tuple[str, bool]:
+    return f"{label}: {ours:.2f} vs {other:.2f}", holds
+
+
+def _below_software(name: str, rows: list[dict]) -> list[tuple[str, bool]]:
+    """AL(SH) and AL(HH) < AL(SW) at the same eps (C1, C9)."""
+    al = _mean_al(rows)
+    return [_check(f"{name} {k[0]} {k[1]} {k[3]} {k[4]} eps {k[5]}, AL vs SW", v, sw, v < sw)
+            for k, v in al.items() if k[4] in ("SH", "HH")
+            if (sw := al.get((k[0], k[1], "", "software", "SW", k[5]))) is not None]
+
+
+def _c2(res):
+    ca: dict[tuple, list[float]] = {}
+    for r in res.get("fig4", []):
+        ca.setdefault((r["model"], _setting(r)), []).append(float(r["CA"]))
+    ca = {k: float(np.mean(v)) for k, v in ca.items()}
+    checks = []
+    for (model, setting), v in ca.items():
+        if setting != "software" and (model, "software") in ca:
+            checks.append(_check(f"fig4 {model} CA {setting} vs software", v, ca[(model, "software")],
+                                 v < ca[(model, "software")]))
+    for model in dict.fromkeys(m for m, _ in ca):
+        for small, large in zip(SIZES, SIZES[1:]):
+            a, b = ca.get((model, f"xbar{large}")), ca.get((model, f"xbar{small}"))
+            if a is not None and b is not None:
+                checks.append(_check(f"fig4 {model} CA xbar{large} vs xbar{small}", a, b, a < b))
+    return checks
+
+
+def _c3(res):
+    al = _mean_al(res.get("table2", []))
+    return [_check(f"table2 {k[4]} eps {k[5]} AL {k[3]} vs xbar{small}", v, other, v < other)
+            for k, v in al.items() if k[4] in ("SH", "HH")
+            for small, large in zip(SIZES, SIZES[1:]) if k[3] == f"xbar{large}"
+            if (other := al.get(_swap(k, 3, f"xbar{small}"))) is not None]
+
+
+def _c4(res):
+    al = _mean_al(res.get("table2", []))
+    return [_check(f"table2 {k[3]} eps {k[5]} AL HH vs SH", v, sh, v < sh)
+            for k, v in al.items() if k[4] == "HH" if (sh := al.get(_swap(k, 4, "SH"))) is not None]
+
+
+def _c5(res):
+    al = _mean_al(res.get("fig8a", []))
+    return [_check(f"fig8a {k[4]} eps {k[5]} AL R_on 10k vs 20k", v, ref, v < ref)
+            for k, v in al.items() if k[2] == "R_on 10k ON/OFF 10"
+            if (ref := al.get(_swap(k, 2, "R_on 20k ON/OFF 10"))) is not None]
+
+
+def _c6(res):
+    al = _mean_al(res.get("fig8b", []))
+    return [_check(f"fig8b {k[4]} eps {k[5]} AL {k[2]} vs ON/OFF 10 (tolerance {C6_TOLERANCE_PP:g} pp)", v, ref,
+                   v >= ref - C6_TOLERANCE_PP)
+            for k, v in al.items() if k[3] != "software" and k[2] != "R_on 20k ON/OFF 10"
+            if (ref := al.get(_swap(k, 2, "R_on 20k ON/OFF 10"))) is not None]
+
+
+def _c9(res):
+    al = _mean_al(res.get("fig6", []))
+    saturation = [_check(f"fig6 {k[3]} {k[4]} AL rise 8/255 -> 32/255 vs {C9_SATURATION_PP:g} pp",
+                         v - low, C9_SATURATION_PP, v - low <= C9_SATURATION_PP)
+                  for k, v in al.items() if k[3] != "software" and k[5] == "32/255"
+                  if (low := al.get(_swap(k, 5, "8/255"))) is not None]
+    return _below_software("fig5", res.get("fig5", [])) + _below_software("fig6", res.get("fig6", [])) + saturation
+
+
+CLAIMS = {
+    "C1": ("AL(SH), AL(HH) < AL(SW), every eps and size, FGSM and PGD, VGG8 (Tables I, II)",
+           lambda res: _below_software("table1", res.get("table1", [])) + _below_software("table2", res.get("table2", []))),
+    "C2": ("clean accuracy drops after mapping, more for larger crossbars (Fig. 4)", _c2),
+    "C3": ("PGD: larger crossbars give lower AL, 64x64 most robust (Table II)", _c3),
+    "C4": ("PGD: AL(HH) < AL(SH) (Table II)", _c4),
+    "C5": ("R_on 10 kOhm gives lower PGD AL than 20 kOhm, ON/OFF 10 (Fig. 8a)", _c5),
+    "C6": ("raising R_off at R_on 20 kOhm adds no robustness (Fig. 8b)", _c6),
+    "C7": ("4/2-bit input discretization with 32x32 crossbars, FGSM (Fig. 9)", None),
+    "C8": ("QUANOS VGG8 on 16x16 has lower AL than full precision (Table III)", None),
+    "C9": ("VGG16 (CIFAR-10 substitute): same trends; PGD AL on crossbars saturates with eps (Figs. 5, 6)", _c9),
+    "C10": ("32x32 FGSM: SH beats discretization and QUANOS; PGD: QUANOS first, SH second (Fig. 10)", None),
+    "C11": ("Tiny ImageNet VGG16, FGSM: 16x16 gains most (Fig. 7)", None),
+}
+
+
+def verdicts(results: dict[str, list[dict]]) -> dict[str, tuple[str, str]]:
+    """{claim: (verdict, numbers)}; verdict 'holds', 'does not hold' or 'not run', computed from `results`."""
+    out = {}
+    for claim, (_, checks_of) in CLAIMS.items():
+        checks = checks_of(results) if checks_of is not None else []
+        failed = [label for label, ok in checks if not ok]
+        if checks_of is None:
+            out[claim] = ("not run", NOT_REGISTERED[claim])
+        elif not checks:
+            out[claim] = ("not run", "no stored results for it")
+        elif failed:
+            out[claim] = ("does not hold", f"{len(checks) - len(failed)}/{len(checks)} comparisons hold; fails: "
+                          + "; ".join(failed[:3]) + (f"; ... ({len(failed) - 3} more)" if len(failed) > 3 else ""))
+        else:
+            out[claim] = ("holds", f"{len(checks)}/{len(checks)} comparisons hold, e.g. {checks[0][0]}")
+    return out
+
+
+def report(out: str | Path = DEFAULT_OUT) -> Path:
+    """Write `<out>/README.md` from the stored CSVs: claim verdicts, then each table beside the paper's."""
+    out = Path(out)
+    results = load_results(out)
+    lines = ["# Reference results", "",
+             "Generated by `nxbar reproduce --report` from the CSVs in this folder (`nxbar reproduce NAME` writes "
+             "`NAME.csv`, one row per cell, and `NAME.json`). The paper's tables are in `paper/`. Verdicts are "
+             "computed from the stored numbers; no parameter is tuned toward the paper. Chip-seed means are used "
+             f"where a cell ran on several chips. C6 tolerance {C6_TOLERANCE_PP:g} pp, C9 saturation threshold "
+             f"{C9_SATURATION_PP:g} pp.", "", "## Claims (SPEC section 1)", ""]
+    body = [[claim, CLAIMS[claim][0], verdict, text] for claim, (verdict, text) in verdicts(results).items()]
+    lines += [_markdown(["claim", "statement", "verdict", "numbers"], body), ""]
+    for name, description in EXPERIMENTS.items():
+        lines += [f"## {name}: {description}", ""]
+        rows = results.get(name)
+        if rows is None:
+            lines += [f"Not run: no `{name}.csv` yet (`nxbar reproduce {name}`).", ""]
+            continue
+        cells = len(experiment_cells(name))
+        n = next((r["n"] for r in rows if r["n"]), None)
+        lines += [f"{len(rows)} of {cells} cells stored" + (f", {n} images." if n else "."), ""]
+        table = (_nf_table(rows) if name == "nf" else _clean_table(rows) if name == "fig4"
+                 else _attack_table(rows, _paper(out, name)))
+        lines += [table, ""]
+    path = out / "README.md"
+    path.write_text("\n".join(lines))
+    return path
