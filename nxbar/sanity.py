@@ -6,6 +6,8 @@ A robustness number from a gradient attack is trusted only when the attack behav
   gradient_free      a score-based random search (no gradients) does not beat PGD
   loss_increases     the loss rises along the PGD path
 Each check returns a `Check` (name, numbers, passed). Accuracies are percent of the given images.
+"Does not raise" allows for sampling noise: `tol_pct=None` (default) is two binomial standard errors of
+the reference accuracy a on n images, 2 * 100 sqrt(a (1 - a) / n) (`noise_pct`); pass a number to fix it.
 A model needs forward (logits), predict, loss_and_input_grad, dtype and std (the engine interface).
 """
 
@@ -34,6 +36,16 @@ class Check:
 
 def _percent(correct: np.ndarray) -> float:
     return 100.0 * int(np.sum(correct)) / len(correct)
+
+
+def noise_pct(accuracy_pct: float, n: int) -> float:
+    """Two binomial standard errors of an accuracy of `accuracy_pct` percent on `n` images, in percent."""
+    a = accuracy_pct / 100.0
+    return 200.0 * float(np.sqrt(a * (1.0 - a) / n))
+
+
+def _tolerance(tol_pct, accuracy_pct, n) -> float:
+    return noise_pct(accuracy_pct, n) if tol_pct is None else tol_pct
 
 
 def _accuracy(model, x, y) -> float:
@@ -106,7 +118,7 @@ def random_search(model, x, y, eps, *, queries: int = 300, p_init: float = 0.1, 
 
 
 def eps_sweep(model, x, y, attack: AttackConfig, *, eps_values=None, max_final_pct: float = 5.0,
-              tol_pct: float = 0.0) -> Check:
+              tol_pct: float | None = None) -> Check:
     """PGD accuracy at growing eps (default attack.eps x 1, 2, 4, 8 and 1.0, in attack.eps_space units),
     alpha scaled with eps (alpha / eps kept). Passes if accuracy never rises by more than `tol_pct` from
     one eps to the next and is <= `max_final_pct` at the largest eps."""
@@ -116,12 +128,12 @@ def eps_sweep(model, x, y, attack: AttackConfig, *, eps_values=None, max_final_p
     acc = [_pgd_accuracy(model, x, y, dataclasses.replace(
         attack, eps=float(e), alpha=min(1.0, attack.alpha * e / attack.eps) if attack.eps > 0 else attack.alpha))
         for e in eps_values]
-    passed = all(b <= a + tol_pct for a, b in zip(acc, acc[1:])) and acc[-1] <= max_final_pct
+    passed = all(b <= a + _tolerance(tol_pct, a, len(y)) for a, b in zip(acc, acc[1:])) and acc[-1] <= max_final_pct
     return Check("eps_sweep", {"eps": [float(e) for e in eps_values], "accuracy": acc}, passed)
 
 
 def steps_restarts(model, x, y, attack: AttackConfig, *, steps_factor: int = 4, restarts: int = 4,
-                   tol_pct: float = 0.0) -> Check:
+                   tol_pct: float | None = None) -> Check:
     """PGD accuracy with `attack`, with steps_factor x the steps, and with `restarts` other seeds.
     Passes if neither more steps nor the mean accuracy over the other random starts is above the base
     accuracy by more than `tol_pct`. Also reports the worst case over base and restarts (an image counts
@@ -139,11 +151,12 @@ def steps_restarts(model, x, y, attack: AttackConfig, *, steps_factor: int = 4, 
     mean_restart = float(np.mean(per_restart))
     values = {"accuracy": base, "more_steps_accuracy": more, "steps": attack.steps * steps_factor,
               "restart_accuracy": per_restart, "worst_case_accuracy": _percent(robust)}
-    return Check("steps_restarts", values, more <= base + tol_pct and mean_restart <= base + tol_pct)
+    tol = _tolerance(tol_pct, base, len(y))
+    return Check("steps_restarts", values, more <= base + tol and mean_restart <= base + tol)
 
 
 def gradient_free(model, x, y, attack: AttackConfig, *, queries: int = 300, p_init: float = 0.1,
-                  tol_pct: float = 0.0) -> Check:
+                  tol_pct: float | None = None) -> Check:
     """Accuracy under `random_search` (same eps, seed attack.seed) against PGD accuracy. Passes if the
     random search does not get below the PGD accuracy by more than `tol_pct`."""
     attack = _pgd(attack)
@@ -151,7 +164,7 @@ def gradient_free(model, x, y, attack: AttackConfig, *, queries: int = 300, p_in
     x_rs = random_search(model, x, y, eps, queries=queries, p_init=p_init, rng=np.random.default_rng(attack.seed))
     pgd_acc, rs_acc = _pgd_accuracy(model, x, y, attack), _accuracy(model, x_rs, y)
     return Check("gradient_free", {"pgd_accuracy": pgd_acc, "random_search_accuracy": rs_acc, "queries": queries},
-                 rs_acc >= pgd_acc - tol_pct)
+                 rs_acc >= pgd_acc - _tolerance(tol_pct, pgd_acc, len(y)))
 
 
 class _LossRecorder:

@@ -10,6 +10,7 @@ from nxbar.sanity import (
     gradient_free,
     loss_increases,
     margin,
+    noise_pct,
     random_search,
     sanity_checks,
     square_fraction,
@@ -115,3 +116,8 @@ def test_sanity_checks_need_pgd(batch):
     x, y = batch
     with pytest.raises(ValueError, match="need a pgd attack"):
         eps_sweep(Linear(), x, y, AttackConfig(attack="fgsm"))
+
+
+def test_noise_tolerance_is_two_binomial_standard_errors():
+    assert noise_pct(50.0, 100) == pytest.approx(10.0) and noise_pct(0.0, 7) == 0.0 and noise_pct(100.0, 7) == 0.0
+    assert noise_pct(40.0, 1000) == pytest.approx(200 * np.sqrt(0.24 / 1000))
