@@ -18,6 +18,7 @@ import numpy as np
 from nxbar.crossbar.config import CrossbarConfig
 from nxbar.crossbar.mapped import map_model
 from nxbar.experiments import AttackConfig, count_correct, make_adversarial
+from nxbar.sanity import sanity_checks
 
 ATTACKERS = ("white-box", "software", "nominal", "eot", "transfer")
 
@@ -114,3 +115,34 @@ def threat_matrix(software, config: CrossbarConfig, images, labels, attack: Atta
             stats[key], stats[f"{key}_std"] = float(values.mean()), float(values.std())
         rows.append({"attacker": name, "victim": "chips", **head, **stats, "per_seed": per_seed})
     return rows
+
+
+def threat_report(software, config: CrossbarConfig, images, labels, attack: AttackConfig, *,
+                  victim_seeds=(0, 1, 2), eot_seeds=(100, 101, 102, 103), transfer_seed=200,
+                  sanity_images: int = 100, queries: int = 300, cache=True, cache_dir=None, batch_size=200) -> dict:
+    """The threat matrix (`threat_matrix`) and, with it, the gradient-masking sanity checks
+    (`nxbar.sanity.sanity_checks`) of the white-box attack on the software model and on the first victim
+    chip, run on the first `sanity_images` images. JSON-serialisable: {config, attack, rows, checks}."""
+    rows = threat_matrix(software, config, images, labels, attack, victim_seeds=victim_seeds, eot_seeds=eot_seeds,
+                         transfer_seed=transfer_seed, cache=cache, cache_dir=cache_dir, batch_size=batch_size)
+    first = victim_seeds[0]
+    targets = {"software": software, f"chip {first}": chip(software, config, first, cache=cache, cache_dir=cache_dir)}
+    checks = {}
+    for name, model in targets.items():
+        x = images[:sanity_images]
+        x = x.astype(model.dtype) / 255 if x.dtype == np.uint8 else x.astype(model.dtype)
+        checks[name] = [c.as_dict() for c in sanity_checks(model, x, labels[:sanity_images], attack, queries=queries)]
+    return {"config": config.as_dict(), "attack": attack.as_dict(), "rows": rows, "checks": checks}
+
+
+def format_report(report: dict) -> str:
+    """Plain-text table of a `threat_report`: one line per attacker x victim (mean +- std over chips),
+    then one line per sanity check."""
+    lines = [f"{'attacker':<10} {'victim':<9} {'CA':>14} {'AA':>14} {'AL':>14}"]
+    for r in report["rows"]:
+        cells = [f"{r[k]:6.2f}" + (f" +- {r[k + '_std']:4.2f}" if k + "_std" in r else "") for k in ("CA", "AA", "AL")]
+        lines.append(f"{r['attacker']:<10} {r['victim']:<9} " + " ".join(f"{c:>14}" for c in cells))
+    for target, checks in report["checks"].items():
+        for c in checks:
+            lines.append(f"sanity [{target}] {c['name']}: {'pass' if c['passed'] else 'FAIL'}")
+    return "\n".join(lines)

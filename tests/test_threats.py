@@ -1,11 +1,22 @@
 """Attackers beyond SW/SH/HH (nxbar.threats) on a linear softmax network mapped onto 16x16 crossbars."""
 
+import json
+
 import numpy as np
 import pytest
 
 from nxbar.crossbar.config import CrossbarConfig
 from nxbar.experiments import AttackConfig, evaluate_modes, make_adversarial
-from nxbar.threats import ATTACKERS, EOTModel, chip, nominal_chip, threat_matrix, transfer
+from nxbar.threats import (
+    ATTACKERS,
+    EOTModel,
+    chip,
+    format_report,
+    nominal_chip,
+    threat_matrix,
+    threat_report,
+    transfer,
+)
 
 SHAPE, CLASSES = (8, 8, 3), 4
 CONFIG = CrossbarConfig(size=16, sigma=0.1)  # default parasitics and variation: every chip differs
@@ -122,3 +133,18 @@ def test_threat_matrix_rejects_bad_input(net, data):
         threat_matrix(net, CONFIG, x, y, ATTACK, victim_seeds=(0, 1), eot_seeds=(1, 2), cache=False)
     with pytest.raises(ValueError, match="attacker\\(s\\) oracle not allowed"):
         threat_matrix(net, CONFIG, x, y, ATTACK, attackers=("oracle",), cache=False)
+
+
+def test_threat_report_carries_the_matrix_and_the_sanity_checks(net, data, tmp_path):
+    x, y = data
+    seeds = {"victim_seeds": (0, 1), "eot_seeds": (10,), "transfer_seed": 20}
+    report = threat_report(net, CONFIG, x, y, ATTACK, sanity_images=20, queries=50, cache_dir=tmp_path, **seeds)
+    assert report["rows"] == threat_matrix(net, CONFIG, x, y, ATTACK, cache_dir=tmp_path, **seeds)
+    assert list(report["checks"]) == ["software", "chip 0"]
+    for checks in report["checks"].values():
+        assert [c["name"] for c in checks] == ["eps_sweep", "steps_restarts", "gradient_free", "loss_increases"]
+        assert all(c["passed"] for c in checks), checks  # a linear model, on or off the chip, masks nothing
+    assert json.loads(json.dumps(report)) == json.loads(json.dumps(report, default=str))  # plain JSON types only
+    text = format_report(report).splitlines()
+    assert len(text) == 1 + 2 * len(ATTACKERS) + 8
+    assert text[2].split()[:2] == ["white-box", "chips"] and "+-" in text[2] and "+-" not in text[1]
