@@ -400,5 +400,37 @@ def evaluate(model, dataset, weights, data, split, n, size, attack, eps_text, ep
         click.echo(f"wrote {json_path}")
 
 
+@main.command()
+@click.argument("name", required=False)
+@click.option("--list", "list_only", is_flag=True, help="List the experiments and their cell counts.")
+@click.option("--report", "write_report", is_flag=True, help="Write README.md (tables, claim verdicts) from the stored CSVs.")
+@click.option("--quick", is_flag=True, help="Small smoke version (few cells, 16 images), stored as NAME_quick.csv.")
+@click.option("--n", "n", type=int, default=None, help="Embedded test images to use [default: 1,000; 16 with --quick].")
+@click.option("--out", type=click.Path(file_okay=False), default=None, help="Results folder [default: reference_results].")
+@_fail_cleanly
+def reproduce(name, list_only, write_report, quick, n, out):
+    """Run experiment NAME of the study, resuming from the cells already stored (issue 6, SPEC 1)."""
+    from nxbar import reproduce as rp
+
+    out = out or rp.DEFAULT_OUT
+    if list_only:
+        for key, description in rp.EXPERIMENTS.items():
+            click.echo(f"{key:7s} {len(rp.experiment_cells(key)):4d} cells  {description}")
+    elif write_report:
+        if not (rp.Path(out) / "paper").is_dir():
+            rp.copy_paper_tables(out=out)
+        click.echo(f"wrote {rp.report(out)}")
+    elif name is None:
+        raise ValueError("give an experiment NAME (see --list), --list or --report")
+    else:
+        def progress(i, total, cell):
+            eps = f" eps {rp.eps_label(cell.attack.attack, cell.attack.eps)} {cell.attack.eps_space}" if cell.attack else ""
+            click.echo(f"[{i}/{total}] {cell.model} {cell.size or 'software'} {cell.mode}{eps} "
+                       f"{dict(cell.physics) or ''} chip {cell.seed} {cell.layer}", err=True)
+
+        path = rp.run(name, quick=quick, n=n, out=out, progress=progress)
+        click.echo(f"wrote {path} and {path.with_suffix('.json')}")
+
+
 if __name__ == "__main__":
     main()

@@ -140,3 +140,21 @@ def test_verdicts_on_hand_made_results(tmp_path):
     assert "| C4 | PGD: AL(HH) < AL(SH) (Table II) | does not hold | 14/15" in text
     assert "| vgg8 | - | software | SW | 80.00 / 83.66 |" in text  # ours beside the paper's Table II
     assert "Not run: no `table1.csv` yet" in text
+
+
+def test_cli(tmp_path):
+    from click.testing import CliRunner
+
+    from cli import main
+
+    def invoke(*args):
+        return CliRunner().invoke(main, ["reproduce", *map(str, args)])
+
+    listed = invoke("--list")
+    assert listed.exit_code == 0 and "table1   108 cells  FGSM" in listed.output and "nf        27 cells  NF" in listed.output
+    result = invoke("--report", "--out", tmp_path)
+    assert result.exit_code == 0 and (tmp_path / "paper" / "table2_pgd_vgg8_cifar10_AL.csv").is_file()
+    assert (tmp_path / "README.md").read_text().count("| not run |") == 11
+    for args, message in (((), "give an experiment NAME"), (("table9",), "experiment 'table9' unknown")):
+        result = invoke(*args)
+        assert result.exit_code == 2 and message in result.output
