@@ -297,16 +297,6 @@ def cache_clear():
     click.echo(f"removed {len(removed)} cached file(s) from {cache_dir()}")
 
 
-def _versions() -> dict:
-    import platform
-
-    import numba
-    import scipy
-
-    return {"nxbar": nxbar.__version__, "numpy": np.__version__, "scipy": scipy.__version__,
-            "numba": numba.__version__, "python": platform.python_version(), "platform": platform.platform()}
-
-
 def _format_eps(eps: float) -> str:
     k = eps * 255
     return f"{round(k)}/255" if eps > 0 and abs(k - round(k)) < 1e-9 else f"{eps:g}"
@@ -393,7 +383,7 @@ def evaluate(model, dataset, weights, data, split, n, size, attack, eps_text, ep
             "attacks": [a.as_dict() for a in attacks],
             "results": rows,
             "timings": timings,
-            "versions": _versions(),
+            "versions": nxbar.versions(),
         }
         with open(json_path, "w") as f:
             json.dump(record, f, indent=2)

@@ -14,10 +14,9 @@ from __future__ import annotations
 
 import csv
 import json
-import platform
 import shutil
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -149,14 +148,6 @@ def find_weights(model: str, weights: dict | None = None) -> Path:
     return path
 
 
-def versions() -> dict:
-    import numba
-    import scipy
-
-    return {"nxbar": nxbar.__version__, "numpy": np.__version__, "scipy": scipy.__version__,
-            "numba": numba.__version__, "python": platform.python_version(), "platform": platform.platform()}
-
-
 def read_rows(path: Path) -> list[dict]:
     """Rows of a stored CSV (strings), [] when it does not exist."""
     if not path.is_file():
@@ -265,7 +256,7 @@ def run(name: str, *, quick: bool = False, n: int | None = None, out: str | Path
         "cells": len(cells), "computed_this_run": len(todo),
         "weights": {m: {"path": str(weight_paths(p)[0]), "npz_sha256": file_sha256(weight_paths(p)[0])}
                     for m, p in paths.items()},
-        "versions": versions(), "wall_s_this_run": wall_s,
+        "versions": nxbar.versions(), "wall_s_this_run": wall_s,
         "wall_s_total": previous.get("wall_s_total", 0.0) + wall_s,
     }
     json_path.write_text(json.dumps(record, indent=2) + "\n")
