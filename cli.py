@@ -172,6 +172,8 @@ def physics_options(command):
         click.option("--r-wire-col", "r_wire_col_ohm", type=float, default=d.r_wire_col_ohm, show_default=True, help="Column wire segment, ohm."),
         click.option("--sigma", type=float, default=d.sigma, show_default=True, help="Device variation sigma/mu."),
         click.option("--bits", type=int, default=None, help="Conductance levels 2^bits (default: analog)."),
+        click.option("--layer-bits", default=None,
+                     help="Per-layer precision instead of --bits, one entry per conv/FC layer, e.g. 4,2,2,none,..."),
         click.option("--seed", type=int, default=d.seed, show_default=True, help="Chip seed (one seed = one chip)."),
     ]
     for option in reversed(options):
@@ -179,13 +181,25 @@ def physics_options(command):
     return command
 
 
-PHYSICS = ("r_on_ohm", "r_off_ohm", "r_source_ohm", "r_sink_ohm", "r_wire_row_ohm", "r_wire_col_ohm", "sigma", "bits", "seed")
+PHYSICS = ("r_on_ohm", "r_off_ohm", "r_source_ohm", "r_sink_ohm", "r_wire_row_ohm", "r_wire_col_ohm", "sigma", "bits",
+           "layer_bits", "seed")
+
+
+def _layer_bits(text: str | None):
+    if text is None:
+        return None
+    try:
+        return tuple(None if t.strip().lower() in ("none", "analog") else int(t) for t in text.split(","))
+    except ValueError:
+        raise ValueError(f"--layer-bits {text!r}: expected integers or 'none', comma-separated") from None
 
 
 def _config(size: int, kwargs: dict):
     from nxbar.crossbar.config import CrossbarConfig
 
-    return CrossbarConfig(size=size, **{k: kwargs.pop(k) for k in PHYSICS})
+    values = {k: kwargs.pop(k) for k in PHYSICS}
+    values["layer_bits"] = _layer_bits(values["layer_bits"])
+    return CrossbarConfig(size=size, **values)
 
 
 def _map(net, config, use_cache: bool):
@@ -316,13 +330,15 @@ def _format_eps(eps: float) -> str:
 @click.option("--no-random-start", is_flag=True, help="Start PGD at the clean image.")
 @click.option("--attack-seed", type=int, default=0, show_default=True, help="Seed of PGD's random start.")
 @click.option("--modes", default="sw,sh,hh", show_default=True, help="Any of sw, sh, hh, comma-separated.")
+@click.option("--input-bits", type=int, default=None,
+              help="Input pixel discretization to 2^B levels in front of every model (SPEC 6; straight-through gradient).")
 @click.option("--no-cache", is_flag=True, help="Solve the crossbars again even if this mapping is cached.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=200, show_default=True)
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, writable=True), default=None,
               help="Write results, full configuration, weight hash, versions and timings here.")
 @_fail_cleanly
 def evaluate(model, dataset, weights, data, split, n, size, attack, eps_text, eps_space, steps, alpha_text,
-             no_random_start, attack_seed, modes, no_cache, batch_size, json_path, **physics):
+             no_random_start, attack_seed, modes, input_bits, no_cache, batch_size, json_path, **physics):
     """Attack in the SW, SH and HH modes and print CA, AA and AL (SPEC sections 5 and 7)."""
     import json
     import time
@@ -350,12 +366,18 @@ def evaluate(model, dataset, weights, data, split, n, size, attack, eps_text, ep
         t = time.perf_counter()
         mapped = _map(net, config, not no_cache)
         timings["map_s"] = time.perf_counter() - t
+    victims, defence = (net, mapped), None
+    if input_bits is not None:
+        from nxbar.defences import InputDiscretization
+
+        victims = tuple(None if m is None else InputDiscretization(m, input_bits) for m in victims)
+        defence = victims[0]
     t = time.perf_counter()
 
     def progress(label, total):
         return click.progressbar(length=total, label=label, file=sys.stderr, show_pos=True)
 
-    rows = evaluate_modes(net, mapped, ds.images, ds.labels, attacks, modes=tuple(mode_list),
+    rows = evaluate_modes(*victims, ds.images, ds.labels, attacks, modes=tuple(mode_list),
                           batch_size=batch_size, progress=progress)
     timings["attack_s"] = time.perf_counter() - t
     timings["total_s"] = time.perf_counter() - t0
@@ -364,6 +386,8 @@ def evaluate(model, dataset, weights, data, split, n, size, attack, eps_text, ep
                                     f"{'no random start' if no_random_start else f'random start seed {attack_seed}'}"
                                     if attack == "pgd" else "")
     click.echo(f"{net.arch} ({meta['dataset']}) on {ds.source}, {len(ds.labels)} images; {attack_desc}; eps in {eps_space} units")
+    if defence is not None:
+        click.echo(defence.describe())
     if mapped is not None:
         click.echo(f"crossbars {size}x{size}, chip seed {config.seed}: " +
                    ", ".join(f"{k}={v}" for k, v in config.as_dict().items() if k not in ("size", "seed")))
@@ -380,6 +404,7 @@ def evaluate(model, dataset, weights, data, split, n, size, attack, eps_text, ep
             "data": {"source": ds.source, "n_images": int(len(ds.labels))},
             "crossbar": config.as_dict() if mapped is not None else None,
             "mapping_report": mapped.report if mapped is not None else None,
+            "defence": defence.as_dict() if defence is not None else None,
             "attacks": [a.as_dict() for a in attacks],
             "results": rows,
             "timings": timings,

@@ -138,3 +138,17 @@ def test_grade_command(run):
     assert "score 0/" in out.output and "NotImplementedError" in out.output
     bad = run("grade", 4, skeleton)
     assert bad.exit_code == 2 and "4" in bad.output
+
+
+def test_evaluate_with_input_discretization_and_layer_bits(run, weights, tmp_path):
+    path = tmp_path / "d.json"
+    out = run("evaluate", "--weights", weights, "--n", 4, "--attack", "fgsm", "--eps", "0.03", "--xbar", 64,
+              "--input-bits", 4, "--layer-bits", "4,4,2,2,none,none,8,8", "--no-cache", *IDEAL, "--json", path)
+    assert out.exit_code == 0, out.output
+    assert "straight-through" in out.output
+    record = json.loads(path.read_text())
+    assert record["defence"] == {"defence": "input_discretization", "bits": 4, "gradient": "straight-through"}
+    assert record["crossbar"]["layer_bits"] == [4, 4, 2, 2, None, None, 8, 8]
+    assert [r["bits"] for r in record["mapping_report"]] == [4, 4, 2, 2, None, None, 8, 8]
+    bad = run("evaluate", "--weights", weights, "--modes", "sw", "--layer-bits", "4,x")
+    assert bad.exit_code == 2 and "--layer-bits '4,x'" in bad.output
