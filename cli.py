@@ -296,6 +296,43 @@ def grade(assignment, student_file):
 
     click.echo(run_grader(assignment, student_file).table())
 
+
+@main.command()
+@model_and_data_options
+@click.option("--attack", type=click.Choice(["fgsm", "pgd"]), default="fgsm", show_default=True)
+@click.option("--eps", "eps_text", default="0.1", show_default=True, help="Budget in pixel units, e.g. 0.1 or 8/255.")
+@click.option("--widths", default="2,4", show_default=True, help="Bit widths to hand out, comma-separated.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, writable=True), default=None)
+@_fail_cleanly
+def ans(model, dataset, weights, data, split, n, attack, eps_text, widths, json_path):
+    """Adversarial Noise Sensitivity per layer and the QUANOS bit widths it implies (SPEC 6)."""
+    import json
+
+    from nxbar.attacks import parse_fraction
+    from nxbar.experiments import AttackConfig
+    from nxbar.quanos import attack_ans, bits_from_ans
+
+    cfg = AttackConfig(attack=attack, eps=parse_fraction(eps_text, "eps"))
+    try:
+        width_list = [int(w) for w in widths.split(",")]
+    except ValueError:
+        raise ValueError(f"--widths {widths!r}: expected integers such as 2,4") from None
+    net, meta = _load_model(model, dataset, weights)
+    ds = _load_data(data, split, n, net)
+    sensitivity = attack_ans(net, ds.images, ds.labels, cfg)
+    bits = bits_from_ans(sensitivity, width_list)
+    click.echo(f"{net.arch} on {ds.source}, {len(ds.labels)} images, {attack.upper()} eps {eps_text}")
+    click.echo(f"{'layer':8s} {'ANS':>9s} {'bits':>5s}")
+    for name, value in sensitivity.items():
+        click.echo(f"{name:8s} {value:9.4f} {bits[name]:5d}")
+    click.echo(f"--layer-bits {','.join(str(b) for b in bits.values())}")
+    if json_path:
+        with open(json_path, "w") as f:
+            json.dump({"attack": cfg.as_dict(), "data": ds.source, "n_images": int(len(ds.labels)),
+                       "npz_sha256": meta["npz_sha256"], "ans": sensitivity, "bits": bits, "widths": width_list,
+                       "versions": nxbar.versions()}, f, indent=2)
+        click.echo(f"wrote {json_path}")
+
 @main.group()
 def cache():
     """The on-disk cache of mapped models."""

@@ -152,3 +152,13 @@ def test_evaluate_with_input_discretization_and_layer_bits(run, weights, tmp_pat
     assert [r["bits"] for r in record["mapping_report"]] == [4, 4, 2, 2, None, None, 8, 8]
     bad = run("evaluate", "--weights", weights, "--modes", "sw", "--layer-bits", "4,x")
     assert bad.exit_code == 2 and "--layer-bits '4,x'" in bad.output
+
+
+def test_ans_command(run, weights, tmp_path):
+    path = tmp_path / "ans.json"
+    out = run("ans", "--weights", weights, "--n", 4, "--eps", "0.05", "--json", path)
+    assert out.exit_code == 0, out.output
+    record = json.loads(path.read_text())
+    assert list(record["ans"]) == [f"conv{k}" for k in range(1, 7)] + ["fc1", "fc2"]
+    assert all(v > 0 for v in record["ans"].values()) and sorted(set(record["bits"].values())) == [2, 4]
+    assert f"--layer-bits {','.join(str(b) for b in record['bits'].values())}" in out.output
