@@ -333,6 +333,55 @@ def ans(model, dataset, weights, data, split, n, attack, eps_text, widths, json_
                        "versions": nxbar.versions()}, f, indent=2)
         click.echo(f"wrote {json_path}")
 
+
+@main.command()
+@model_and_data_options
+@XBAR
+@physics_options
+@click.option("--eps", "eps_text", default="8/255", show_default=True, help="PGD budget in pixel units.")
+@click.option("--steps", type=int, default=10, show_default=True)
+@click.option("--alpha", "alpha_text", default="2/255", show_default=True)
+@click.option("--attack-seed", type=int, default=0, show_default=True, help="Seed of PGD's random start.")
+@click.option("--victims", default="0,1,2", show_default=True, help="Victim chip seeds.")
+@click.option("--eot", default="100,101,102,103", show_default=True, help="Chip seeds the EOT attacker samples.")
+@click.option("--transfer-seed", type=int, default=200, show_default=True, help="Chip the transfer attacker owns.")
+@click.option("--sanity-images", type=click.IntRange(min=1), default=100, show_default=True)
+@click.option("--queries", type=click.IntRange(min=1), default=300, show_default=True,
+              help="Queries per image of the gradient-free random-search check.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, writable=True), default=None)
+@_fail_cleanly
+def threats(model, dataset, weights, data, split, n, size, eps_text, steps, alpha_text, attack_seed, victims, eot,
+            transfer_seed, sanity_images, queries, json_path, **physics):
+    """Attacker x victim matrix (software, nominal crossbar, EOT over chips, cross-chip transfer) with the
+    gradient-masking sanity checks of Carlini et al."""
+    import json
+
+    from nxbar.attacks import parse_fraction
+    from nxbar.experiments import AttackConfig
+    from nxbar.threats import format_report, threat_report
+
+    config = _config(size, physics)
+    attack = AttackConfig(attack="pgd", eps=parse_fraction(eps_text, "eps"), steps=steps,
+                          alpha=parse_fraction(alpha_text, "alpha"), seed=attack_seed)
+    seeds = {}
+    for name, text in (("--victims", victims), ("--eot", eot)):
+        try:
+            seeds[name] = tuple(int(t) for t in text.split(","))
+        except ValueError:
+            raise ValueError(f"{name} {text!r}: expected chip seeds such as 0,1,2") from None
+    net, meta = _load_model(model, dataset, weights)
+    ds = _load_data(data, split, n, net)
+    report = threat_report(net, config, ds.images, ds.labels, attack, victim_seeds=seeds["--victims"],
+                           eot_seeds=seeds["--eot"], transfer_seed=transfer_seed, sanity_images=sanity_images,
+                           queries=queries)
+    click.echo(f"{net.arch} on {ds.source}, {len(ds.labels)} images, {size}x{size} crossbars")
+    click.echo(format_report(report))
+    if json_path:
+        with open(json_path, "w") as f:
+            json.dump({**report, "data": ds.source, "n_images": int(len(ds.labels)),
+                       "npz_sha256": meta["npz_sha256"], "versions": nxbar.versions()}, f, indent=2)
+        click.echo(f"wrote {json_path}")
+
 @main.group()
 def cache():
     """The on-disk cache of mapped models."""

@@ -162,3 +162,21 @@ def test_ans_command(run, weights, tmp_path):
     assert list(record["ans"]) == [f"conv{k}" for k in range(1, 7)] + ["fc1", "fc2"]
     assert all(v > 0 for v in record["ans"].values()) and sorted(set(record["bits"].values())) == [2, 4]
     assert f"--layer-bits {','.join(str(b) for b in record['bits'].values())}" in out.output
+
+
+def test_threats_command_errors(run, weights):
+    out = run("threats", "--weights", weights, "--victims", "0,a")
+    assert out.exit_code == 2 and "--victims '0,a'" in out.output
+    out = run("threats", "--weights", weights, "--steps", 0)
+    assert out.exit_code == 2 and "steps 0 is not allowed" in out.output
+
+
+def test_threats_command_runs(run, weights, tmp_path):
+    path = tmp_path / "t.json"
+    out = run("threats", "--weights", weights, "--n", 4, "--xbar", 64, *IDEAL, "--steps", 2, "--victims", "0",
+              "--eot", "1", "--transfer-seed", 2, "--sanity-images", 4, "--queries", 5, "--json", path)
+    assert out.exit_code == 0, out.output
+    record = json.loads(path.read_text())
+    assert {"config", "attack", "rows", "checks", "npz_sha256", "versions"} <= set(record)
+    # ideal crossbars without variation: every chip is the software network, so every attacker hits it alike
+    assert len({(r["CA"], r["AA"]) for r in record["rows"]}) == 1
