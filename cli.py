@@ -430,7 +430,7 @@ def evaluate(model, dataset, weights, data, split, n, size, attack, eps_text, ep
     import time
 
     from nxbar.attacks import parse_fraction
-    from nxbar.experiments import AttackConfig, evaluate_modes
+    from nxbar.experiments import MODES, AttackConfig, evaluate_modes
     from nxbar.weights import resolve_weights, weight_paths
 
     t0 = time.perf_counter()
@@ -440,8 +440,6 @@ def evaluate(model, dataset, weights, data, split, n, size, attack, eps_text, ep
     alpha = parse_fraction(alpha_text, "alpha")
     attacks = [AttackConfig(attack=attack, eps=e, eps_space=eps_space, steps=steps, alpha=alpha,
                             random_start=not no_random_start, seed=attack_seed) for e in eps_list]
-    from nxbar.experiments import MODES
-
     if not mode_list or any(m not in MODES for m in mode_list):
         raise ValueError(f"--modes {modes!r}: allowed modes are {', '.join(MODES)}")
     net, meta = _load_model(model, dataset, weights)
@@ -459,12 +457,8 @@ def evaluate(model, dataset, weights, data, split, n, size, attack, eps_text, ep
         victims = tuple(None if m is None else InputDiscretization(m, input_bits) for m in victims)
         defence = victims[0]
     t = time.perf_counter()
-
-    def progress(label, total):
-        return click.progressbar(length=total, label=label, file=sys.stderr, show_pos=True)
-
-    rows = evaluate_modes(*victims, ds.images, ds.labels, attacks, modes=tuple(mode_list),
-                          batch_size=batch_size, progress=progress)
+    rows = evaluate_modes(*victims, ds.images, ds.labels, attacks, modes=tuple(mode_list), batch_size=batch_size,
+                          progress=lambda label, total: _progress(None, label, total))
     timings["attack_s"] = time.perf_counter() - t
     timings["total_s"] = time.perf_counter() - t0
 
