@@ -43,9 +43,17 @@ def _load_model(model: str, dataset: str, weights: str | None):
             f"train them with tools/train_export.py or pass --weights PATH"
         )
     net, meta = load_model(path)
-    if weights is None and net.arch != model:
-        raise ValueError(f"{path}.json holds arch {net.arch!r}, not {model!r}")
+    if weights is None and meta.get("model", net.arch) != model:
+        raise ValueError(f"{path}.json holds model {meta.get('model', net.arch)!r}, not {model!r}")
     return net, meta
+
+
+def _for_weights(config, meta):
+    """The crossbar configuration for this weight file: a hybrid-precision file's layer_bits apply unless
+    --bits/--layer-bits set a precision."""
+    from nxbar.weights import layer_bits
+
+    return config.with_weight_precision(layer_bits(meta))
 
 
 def _load_data(data: str, split: str, n: int | None, model):
@@ -66,7 +74,8 @@ def _load_data(data: str, split: str, n: int | None, model):
     return ds
 
 
-MODEL = click.option("--model", default="vgg8", show_default=True, type=click.Choice(["vgg8", "vgg16"]))
+MODEL = click.option("--model", default="vgg8", show_default=True, type=click.Choice(["vgg8", "vgg16", "vgg8q", "vgg16q"]),
+                     help="vgg8q/vgg16q: the QUANOS hybrid-precision networks (per-layer weight bits, SPEC 6).")
 DATASET = click.option("--dataset", default="cifar10", show_default=True, help="Data set the weights were trained on.")
 WEIGHTS = click.option("--weights", default=None, help="Weight file (stem, .npz or .json) instead of the shipped one.")
 DATA = click.option(
@@ -234,7 +243,8 @@ def map_command(model, dataset, weights, data, split, n, size, no_cache, batch_s
     from nxbar.experiments import count_correct
 
     config = _config(size, physics)
-    net, _ = _load_model(model, dataset, weights)
+    net, meta = _load_model(model, dataset, weights)
+    config = _for_weights(config, meta)
     ds = _load_data(data, split, n, net)
     mapped = _map(net, config, not no_cache)
     click.echo(f"{net.arch} on {size}x{size} crossbars, chip seed {config.seed}: {config.as_dict()}")
@@ -370,6 +380,7 @@ def threats(model, dataset, weights, data, split, n, size, eps_text, steps, alph
         except ValueError:
             raise ValueError(f"{name} {text!r}: expected chip seeds such as 0,1,2") from None
     net, meta = _load_model(model, dataset, weights)
+    config = _for_weights(config, meta)
     ds = _load_data(data, split, n, net)
     report = threat_report(net, config, ds.images, ds.labels, attack, victim_seeds=seeds["--victims"],
                            eot_seeds=seeds["--eot"], transfer_seed=transfer_seed, sanity_images=sanity_images,
@@ -443,6 +454,7 @@ def evaluate(model, dataset, weights, data, split, n, size, attack, eps_text, ep
     if not mode_list or any(m not in MODES for m in mode_list):
         raise ValueError(f"--modes {modes!r}: allowed modes are {', '.join(MODES)}")
     net, meta = _load_model(model, dataset, weights)
+    config = _for_weights(config, meta)
     ds = _load_data(data, split, n, net)
     timings = {"load_s": time.perf_counter() - t0}
     mapped = None
@@ -465,7 +477,7 @@ def evaluate(model, dataset, weights, data, split, n, size, attack, eps_text, ep
     attack_desc = attack.upper() + (f", {steps} steps, alpha {alpha_text}, "
                                     f"{'no random start' if no_random_start else f'random start seed {attack_seed}'}"
                                     if attack == "pgd" else "")
-    click.echo(f"{net.arch} ({meta['dataset']}) on {ds.source}, {len(ds.labels)} images; {attack_desc}; eps in {eps_space} units")
+    click.echo(f"{meta.get('model', net.arch)} ({meta['dataset']}) on {ds.source}, {len(ds.labels)} images; {attack_desc}; eps in {eps_space} units")
     if defence is not None:
         click.echo(defence.describe())
     if mapped is not None:
@@ -479,7 +491,8 @@ def evaluate(model, dataset, weights, data, split, n, size, attack, eps_text, ep
         npz_path = weight_paths(weights or resolve_weights(model, dataset))[0]
         record = {
             "command": "nxbar " + " ".join(sys.argv[1:]),
-            "model": {"arch": net.arch, "dataset": meta["dataset"], "weights": str(npz_path),
+            "model": {"name": meta.get("model", net.arch), "arch": net.arch, "dataset": meta["dataset"],
+                      "weights": str(npz_path),
                       "npz_sha256": meta["npz_sha256"]},
             "data": {"source": ds.source, "n_images": int(len(ds.labels))},
             "crossbar": config.as_dict() if mapped is not None else None,

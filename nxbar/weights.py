@@ -11,6 +11,11 @@ float32, in PyTorch layouts. The `.json` describes them:
     class_names                 num_classes strings, label index order
     arrays                      {name: {"shape": [...], "dtype": "float32"}}
     npz_sha256                  sha256 of the .npz file's bytes
+    model (optional)            the network's name when it is not the arch, e.g. "vgg8q" (QUANOS)
+    layer_bits (optional)       a hybrid-precision network (SPEC 6 QUANOS): one entry per MVM layer in
+                                network order, null (full precision) or b; the weights of a b-bit layer
+                                lie on its 2^b-level grid (`nxbar.crossbar.mapping.quantize_weights`),
+                                and crossbars map each layer at its own precision
     training, accuracy, ...     free-form provenance written by the exporting tool
 
 Loading validates all of it and refuses a bad file with an error naming the file, the array and what was
@@ -26,7 +31,9 @@ from pathlib import Path
 import numpy as np
 
 from nxbar import __version__
-from nxbar.models.arch import param_shapes
+from nxbar.crossbar.config import MAX_BITS
+from nxbar.crossbar.mapping import quantize_weights
+from nxbar.models.arch import ARCHITECTURES, mvm_names, param_shapes
 
 FORMAT = "nxbar-weights"
 FORMAT_VERSION = 1
@@ -88,6 +95,39 @@ def _check_meta(meta: dict, where: str) -> None:
         raise WeightFileError(
             f"{where}: class_names must be a list of num_classes={meta['num_classes']!r} strings, got {names!r}"
         )
+    if meta["arch"] in ARCHITECTURES:  # an unknown arch is reported by _expected_shapes
+        _check_precision(meta, where)
+
+
+def _check_precision(meta: dict, where: str) -> None:
+    if "model" in meta and not (isinstance(meta["model"], str) and meta["model"].startswith(meta["arch"])):
+        raise WeightFileError(f"{where}: 'model' must be a name starting with the arch {meta['arch']!r}, "
+                              f"got {meta['model']!r}")
+    if "layer_bits" not in meta:
+        return
+    lb, names = meta["layer_bits"], mvm_names(meta["arch"])
+    ok = isinstance(lb, list) and len(lb) == len(names) and all(
+        b is None or (isinstance(b, int) and not isinstance(b, bool) and 1 <= b <= MAX_BITS) for b in lb)
+    if not ok:
+        raise WeightFileError(f"{where}: 'layer_bits' must be a list of {len(names)} entries (one per MVM layer: "
+                              f"{', '.join(names)}), each null or an integer 1..{MAX_BITS}; got {lb!r}")
+
+
+def layer_bits(meta: dict) -> tuple[int | None, ...] | None:
+    """Per-MVM-layer precision of a hybrid-precision weight file (its 'layer_bits'), None for a plain one."""
+    return tuple(meta["layer_bits"]) if "layer_bits" in meta else None
+
+
+def _check_on_grid(arrays: dict[str, np.ndarray], meta: dict, where: str) -> None:
+    """Every weight of a b-bit layer must already be one of its 2^b levels: a file that claims a precision
+    its weights do not have would make the software model and the crossbars disagree silently."""
+    for name, bits in zip(mvm_names(meta["arch"]), layer_bits(meta) or ()):
+        w = arrays[name]
+        q = quantize_weights(w, bits)
+        scale = float(np.max(np.abs(w))) or 1.0
+        if np.max(np.abs(q - w)) > 1e-6 * scale:
+            raise WeightFileError(f"{where}: array {name!r} is not on its {bits}-bit grid (layer_bits): "
+                                  f"max |W - W_q| = {np.max(np.abs(q - w)):.3g}, max |W| = {scale:.3g}")
 
 
 def _expected_shapes(meta: dict, where: str) -> dict[str, tuple[int, ...]]:
@@ -116,6 +156,7 @@ def save_weights(path: str | Path, params: dict[str, np.ndarray], meta: dict) ->
     if extra:
         raise WeightFileError(f"{where}: unexpected array(s) {', '.join(extra)} for arch {meta['arch']!r}")
     _check_arrays(arrays, shapes, where)
+    _check_on_grid(arrays, meta, where)
     npz_path.parent.mkdir(parents=True, exist_ok=True)
     np.savez(npz_path, **arrays)
     record = {"format": FORMAT, "format_version": FORMAT_VERSION, **meta}
@@ -184,6 +225,7 @@ def load_weights(path: str | Path) -> tuple[dict[str, np.ndarray], dict]:
     except Exception as err:  # a truncated or foreign zip
         raise WeightFileError(f"{where}: not a readable .npz file ({err})") from None
     _check_arrays(arrays, shapes, where)
+    _check_on_grid(arrays, meta, where)
     return arrays, meta
 
 

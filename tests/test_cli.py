@@ -154,6 +154,32 @@ def test_evaluate_with_input_discretization_and_layer_bits(run, weights, tmp_pat
     assert bad.exit_code == 2 and "--layer-bits '4,x'" in bad.output
 
 
+def test_hybrid_precision_weights_map_at_their_own_bits(run, weights, tmp_path):
+    from nxbar.crossbar.mapping import quantize_weights
+    from nxbar.models.arch import mvm_names
+    from nxbar.weights import load_weights
+
+    params, meta = load_weights(weights)
+    bits = [2, 4, 8, None, 2, 4, 8, 2]
+    per_layer = dict(zip(mvm_names("vgg8"), bits))
+    stem = tmp_path / "vgg8q_cifar10"
+    save_weights(stem, {k: quantize_weights(v, per_layer.get(k)) for k, v in params.items()},
+                 {k: v for k, v in meta.items() if k not in ("format", "format_version", "arrays", "npz_sha256",
+                                                             "nxbar_version")} | {"model": "vgg8q", "layer_bits": bits})
+    path = tmp_path / "q.json"
+    out = run("evaluate", "--weights", stem, "--n", 2, "--attack", "fgsm", "--modes", "hh", "--xbar", 64,
+              "--no-cache", *IDEAL, "--json", path)
+    assert out.exit_code == 0, out.output
+    assert "\nvgg8q (cifar10) on " in out.output
+    record = json.loads(path.read_text())
+    assert record["model"]["name"] == "vgg8q" and record["crossbar"]["layer_bits"] == bits
+    assert [r["bits"] for r in record["mapping_report"]] == bits
+    out = run("evaluate", "--weights", stem, "--n", 2, "--attack", "fgsm", "--modes", "hh", "--xbar", 64,
+              "--no-cache", *IDEAL, "--bits", 3, "--json", path)  # an explicit precision wins
+    assert out.exit_code == 0, out.output
+    assert [r["bits"] for r in json.loads(path.read_text())["mapping_report"]] == [3] * 8
+
+
 def test_ans_command(run, weights, tmp_path):
     path = tmp_path / "ans.json"
     out = run("ans", "--weights", weights, "--n", 4, "--eps", "0.05", "--json", path)

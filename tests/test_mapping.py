@@ -18,6 +18,7 @@ from nxbar.crossbar.mapping import (
     conductance_pair,
     effective_weights,
     quantize_levels,
+    quantize_weights,
 )
 from nxbar.crossbar.tiling import from_tiles, tile_grid, to_tiles
 
@@ -131,6 +132,22 @@ def test_bits_give_2b_levels_and_round_to_nearest(bits):
     nearest = levels[np.argmin(np.abs(np.abs(w)[..., None] / w_max - levels), axis=-1)]  # brute force
     np.testing.assert_allclose(u_q, nearest, atol=1e-12)
     assert np.all(np.sign(gp - gm) == np.sign(w) * (k > 0))
+
+
+@pytest.mark.parametrize("bits", [1, 2, 4])
+def test_quantized_weights_are_the_ideal_pair_and_map_without_further_rounding(bits):
+    w = np.random.default_rng(10 + bits).normal(size=(4, 3, 3, 3)).astype(np.float32)
+    wq = quantize_weights(w, bits)
+    assert wq.dtype == np.float32 and wq.shape == w.shape
+    gp, gm, w_max = conductance_pair(w.reshape(4, -1).T, G_MIN, G_MAX, bits=bits)
+    ideal = effective_weights(gp, gm, w_max, G_MIN, G_MAX).T.reshape(w.shape)  # the pair read back, no parasitics
+    np.testing.assert_allclose(wq, ideal, rtol=1e-6, atol=1e-7 * w_max)
+    assert len(np.unique(np.abs(wq))) <= 2**bits and np.max(np.abs(wq)) == np.max(np.abs(w))
+    np.testing.assert_array_equal(quantize_weights(wq, bits), wq)  # idempotent: W_q is on the grid
+    analog = conductance_pair(wq.reshape(4, -1).T, G_MIN, G_MAX)  # mapping W_q needs no rounding at b bits
+    np.testing.assert_allclose(conductance_pair(wq.reshape(4, -1).T, G_MIN, G_MAX, bits=bits)[:2], analog[:2],
+                               rtol=1e-6, atol=0)
+    assert quantize_weights(w, None) is w and not np.any(quantize_weights(np.zeros(3), 2))
 
 
 def test_quantize_levels_analog_is_identity():

@@ -155,3 +155,40 @@ def test_save_refuses_bad_params(tmp_path, params):
         save_weights(tmp_path / "x", {k: v for k, v in params.items() if k != "fc2.bias"}, META)
     with pytest.raises(WeightFileError, match="class_names"):
         save_weights(tmp_path / "x", params, {**META, "class_names": ["a"]})
+
+
+# ---------------------------------------------------------------- hybrid precision (QUANOS, SPEC 6)
+BITS = [2, 4, 8, None, 2, 4, 8, 2]  # one entry per VGG8 MVM layer
+
+
+def quantized(params):
+    from nxbar.crossbar.mapping import quantize_weights
+    from nxbar.models.arch import mvm_names
+
+    return {n: quantize_weights(a, dict(zip(mvm_names("vgg8"), BITS)).get(n)) for n, a in params.items()}
+
+
+def test_hybrid_precision_file_round_trip(tmp_path, params):
+    from nxbar.weights import layer_bits
+
+    stem = tmp_path / "vgg8q_cifar10"
+    save_weights(stem, quantized(params), {**META, "model": "vgg8q", "layer_bits": BITS})
+    loaded, meta = load_weights(stem)
+    assert layer_bits(meta) == tuple(BITS) and meta["model"] == "vgg8q"
+    assert len(np.unique(np.abs(loaded["conv1.weight"]))) <= 4  # 2 bits
+    assert layer_bits(META) is None
+
+
+def test_hybrid_precision_refusals(tmp_path, params):
+    stem = tmp_path / "vgg8q_cifar10"
+    with pytest.raises(WeightFileError, match="not on its 2-bit grid"):
+        save_weights(stem, params, {**META, "layer_bits": BITS})  # full-precision weights claimed as 2-bit
+    for bad in (BITS[:-1], [*BITS[:-1], 0], [*BITS[:-1], 17], [*BITS[:-1], True], "2,4"):
+        with pytest.raises(WeightFileError, match="'layer_bits' must be a list of 8 entries"):
+            save_weights(stem, quantized(params), {**META, "layer_bits": bad})
+    with pytest.raises(WeightFileError, match="'model' must be a name starting with the arch 'vgg8'"):
+        save_weights(stem, params, {**META, "model": "vgg16q"})
+    save_weights(stem, quantized(params), {**META, "layer_bits": BITS})
+    rewrite_json(stem, layer_bits=[1] * 8)  # a loaded file is checked too
+    with pytest.raises(WeightFileError, match="not on its 1-bit grid"):
+        load_weights(stem)

@@ -110,6 +110,14 @@ class CrossbarConfig:
         """A copy with `changes` applied (validated again)."""
         return dataclasses.replace(self, **changes)
 
+    def with_weight_precision(self, layer_bits: tuple[int | None, ...] | None) -> CrossbarConfig:
+        """This configuration for a hybrid-precision weight file whose layers have `layer_bits`
+        (`nxbar.weights.layer_bits`): each layer at its own precision, unless this configuration already
+        sets a precision (bits or layer_bits), which then wins. None (a plain file) changes nothing."""
+        if layer_bits is None or self.bits is not None or self.layer_bits is not None:
+            return self
+        return self.replace(layer_bits=tuple(layer_bits))
+
     @classmethod
     def ideal(cls, **overrides) -> CrossbarConfig:
         """All four parasitic resistances 0 and sigma 0 (T == G, W' == W for analog), other fields default."""

@@ -38,6 +38,26 @@ def quantize_levels(u: np.ndarray, bits: int | None) -> np.ndarray:
     return np.rint(u * n) / n
 
 
+def quantize_weights(weights: np.ndarray, bits: int | None) -> np.ndarray:
+    """The weights a layer represents at `bits` precision with ideal devices (SPEC 4.3, SPEC 6 QUANOS):
+
+        W_q = sign(W) w_max q(|W| / w_max),    w_max = max |W| over the layer,  q = `quantize_levels`
+
+    the differential pair's (G+ - G-) w_max / (G_max - G_min) without variation and parasitics, so a
+    network whose weights are W_q maps onto `bits`-level conductances without further rounding.
+    Any shape (a conv weight and its crossbar matrix hold the same values); the dtype is kept.
+    bits=None returns the weights unchanged.
+    """
+    weights = np.asarray(weights)
+    if bits is None:
+        return weights
+    w_max = weight_scale(weights)
+    if w_max == 0:
+        return weights.copy()
+    q = quantize_levels(np.abs(weights.astype(np.float64)) / w_max, bits)
+    return (np.sign(weights) * w_max * q).astype(weights.dtype)
+
+
 def conductance_pair(
     matrix: np.ndarray, g_min_s: float, g_max_s: float, bits: int | None = None
 ) -> tuple[np.ndarray, np.ndarray, float]:
