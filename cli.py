@@ -512,11 +512,13 @@ def evaluate(model, dataset, weights, data, split, n, size, attack, eps_text, ep
 @click.argument("name", required=False)
 @click.option("--list", "list_only", is_flag=True, help="List the experiments and their cell counts.")
 @click.option("--report", "write_report", is_flag=True, help="Write README.md (tables, claim verdicts) from the stored CSVs.")
+@click.option("--figures", "draw_figures", is_flag=True,
+              help="Draw NAME.png for every stored CSV (needs matplotlib: pip install 'nxbar[plot]').")
 @click.option("--quick", is_flag=True, help="Small smoke version (few cells, 16 images), stored as NAME_quick.csv.")
 @click.option("--n", "n", type=int, default=None, help="Embedded test images to use [default: 1,000; 16 with --quick].")
 @click.option("--out", type=click.Path(file_okay=False), default=None, help="Results folder [default: reference_results].")
 @_fail_cleanly
-def reproduce(name, list_only, write_report, quick, n, out):
+def reproduce(name, list_only, write_report, draw_figures, quick, n, out):
     """Run experiment NAME of the study, resuming from the cells already stored (issue 6, SPEC 1)."""
     from nxbar import reproduce as rp
 
@@ -524,6 +526,15 @@ def reproduce(name, list_only, write_report, quick, n, out):
     if list_only:
         for key, description in rp.EXPERIMENTS.items():
             click.echo(f"{key:7s} {len(rp.experiment_cells(key)):4d} cells  {description}")
+    elif draw_figures:
+        from nxbar.figures import draw_all
+
+        try:
+            paths = draw_all(out)
+        except ImportError as err:  # matplotlib, an optional extra, is missing
+            raise ValueError(str(err)) from None
+        for path in paths:
+            click.echo(f"wrote {path}")
     elif write_report:
         if not (rp.Path(out) / "paper").is_dir():
             rp.copy_paper_tables(out=out)

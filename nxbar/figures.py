@@ -120,7 +120,7 @@ def _label(key: dict, row: dict) -> str:
     if "mode" in key:
         parts.append(key["mode"])
     if ("r_on_ohm" in key or "r_off_ohm" in key) and row.get("r_on_ohm") and row.get("r_off_ohm"):
-        parts.append(reproduce._physics_label(row))
+        parts.append(reproduce.physics_label(row))
     for column, value in key.items():
         if column in ("model", "xbar", "mode", "r_on_ohm", "r_off_ohm") or value == "":
             continue

@@ -1,7 +1,8 @@
 """The study's experiments (SPEC section 1, issue 6): a registry of cell grids, a resumable runner, a report.
 
 A cell is one number of the paper: (model, crossbar size or None for software, mode, physics overrides,
-attack, chip seed, and for the NF experiment a layer). Modes: SW/SH/HH (SPEC 5), "clean" (clean accuracy
+attack, chip seed, input discretization bits, and for the NF experiment a layer). Models "vgg8q"/"vgg16q" are
+the QUANOS hybrid-precision networks: their weight file's layer_bits set each layer's precision on crossbars. Modes: SW/SH/HH (SPEC 5), "clean" (clean accuracy
 only, Fig. 4) and "nf" (non-ideality factor, SPEC 3: layer "tiles" = random tiles, else one mapped layer).
 Every finished cell is appended at once to `<out>/<NAME>.csv` (one row per cell), so a run that stops resumes
 by skipping the cells already there; `<out>/<NAME>.json` records the configuration, weight hashes, versions
@@ -24,9 +25,10 @@ import numpy as np
 import nxbar
 from nxbar.crossbar.config import PARASITIC_FIELDS, CrossbarConfig
 from nxbar.crossbar.mapped import map_model, random_tile_nf
+from nxbar.defences import InputDiscretization
 from nxbar.experiments import AttackConfig, count_correct, make_adversarial
 from nxbar.models.arch import mvm_names
-from nxbar.weights import WeightFileError, file_sha256, load_model, resolve_weights, weight_paths
+from nxbar.weights import WeightFileError, file_sha256, layer_bits, load_model, resolve_weights, weight_paths
 
 REPO = Path(__file__).resolve().parents[1]
 PAPER_SOURCE = REPO.parent / "shared" / "paper"
@@ -41,14 +43,18 @@ SEEDED = (("fgsm", 0.1), ("pgd", 8 / 255))  # hardware cells here run on CHIP_SE
 R_ON_OHM = 20e3
 ON_OFF_RATIOS = (10, 100, 1000, 2000)
 PHYSICS_FIELDS = ("r_on_ohm", "r_off_ohm", *PARASITIC_FIELDS, "sigma", "bits")
-KEY_COLUMNS = ("model", "dataset", "xbar", "mode", "layer", *PHYSICS_FIELDS, "chip_seed",
+KEY_COLUMNS = ("model", "dataset", "xbar", "mode", "layer", "input_bits", *PHYSICS_FIELDS, "chip_seed",
                "attack", "eps", "eps_space", "steps", "alpha", "random_start", "attack_seed")
-COLUMNS = (*KEY_COLUMNS, "n", "clean_correct", "adv_correct", "CA", "AA", "AL", "nf")
+# layer_bits: the per-layer precision a hybrid-precision model's weight file gave its crossbars ('/'-joined)
+COLUMNS = (*KEY_COLUMNS, "layer_bits", "n", "clean_correct", "adv_correct", "CA", "AA", "AL", "nf")
+INPUT_BITS = (8, 4, 2)  # Fig. 9 input discretization widths; Fig. 10 uses 4
 
 
 @dataclass(frozen=True)
 class Cell:
-    """One number to compute. physics: sorted (CrossbarConfig field, value) overrides of the defaults."""
+    """One number to compute. physics: sorted (CrossbarConfig field, value) overrides of the defaults.
+    input_bits: b-bit input discretization (`nxbar.defences.InputDiscretization`, straight-through gradient)
+    in front of the model."""
 
     model: str
     size: int | None
@@ -57,6 +63,7 @@ class Cell:
     physics: tuple = ()
     seed: int = 0
     layer: str = ""
+    input_bits: int | None = None
 
     def config(self, base_physics: dict | None = None) -> CrossbarConfig:
         return CrossbarConfig(size=self.size, seed=self.seed, **{**(base_physics or {}), **dict(self.physics)})
@@ -64,7 +71,7 @@ class Cell:
     def key(self, base_physics: dict | None = None) -> tuple[str, ...]:
         """The cell's parameter columns, formatted as stored in the CSV."""
         row = {"model": self.model, "dataset": DATASET, "xbar": self.size or "software", "mode": self.mode,
-               "layer": self.layer}
+               "layer": self.layer, "input_bits": self.input_bits}
         if self.size is not None:
             cfg = self.config(base_physics).as_dict()
             row.update({f: cfg[f] for f in PHYSICS_FIELDS}, chip_seed=self.seed)
@@ -79,17 +86,31 @@ def _fmt(value) -> str:
     return "" if value is None else repr(value) if isinstance(value, float) else str(value)
 
 
+def _seeds(attack: str, eps: float, seeded: bool) -> tuple[int, ...]:
+    return CHIP_SEEDS if seeded and any(attack == s and np.isclose(eps, e) for s, e in SEEDED) else (0,)
+
+
 def _attack_cells(model, attack, eps_list, *, eps_spaces=("pixel",), sizes=SIZES, physics_list=((),),
-                  seeded=True) -> list[Cell]:
+                  seeded=True, input_bits=None) -> list[Cell]:
     """SW, then SH and HH per size, physics variant and chip seed, for each eps (attack-major order)."""
     cells = []
     for space in eps_spaces:
         for eps in eps_list:
             a = AttackConfig(attack=attack, eps=eps, eps_space=space)
-            seeds = CHIP_SEEDS if seeded and any(attack == s and np.isclose(eps, e) for s, e in SEEDED) else (0,)
-            cells.append(Cell(model, None, "SW", a))
-            cells += [Cell(model, size, mode, a, physics, seed)
-                      for size in sizes for physics in physics_list for seed in seeds for mode in ("SH", "HH")]
+            cells.append(Cell(model, None, "SW", a, input_bits=input_bits))
+            cells += [Cell(model, size, mode, a, physics, seed, input_bits=input_bits)
+                      for size in sizes for physics in physics_list for seed in _seeds(attack, eps, seeded)
+                      for mode in ("SH", "HH")]
+    return cells
+
+
+def _defence_cells(attack, eps_list, seeded) -> list[Cell]:
+    """Fig. 10, VGG16 per eps: SW (no defence), SH on 32x32, 4-bit input discretization and QUANOS in software."""
+    cells = []
+    for eps in eps_list:
+        a = AttackConfig(attack=attack, eps=eps)
+        cells += [Cell("vgg16", None, "SW", a), *[Cell("vgg16", 32, "SH", a, seed=s) for s in _seeds(attack, eps, seeded)],
+                  Cell("vgg16", None, "SW", a, input_bits=4), Cell("vgg16q", None, "SW", a)]
     return cells
 
 
@@ -119,6 +140,11 @@ def experiment_cells(name: str, quick: bool = False) -> list[Cell]:
         "fig5": lambda: _attack_cells("vgg16", "fgsm", fgsm_eps, eps_spaces=spaces, sizes=sizes, seeded=not q),
         "fig6": lambda: _attack_cells("vgg16", "pgd", pgd_eps, sizes=sizes, seeded=not q),
         "nf": lambda: _nf_cells(sizes),
+        "table3": lambda: [c for m in ("vgg8", "vgg8q")
+                           for c in _attack_cells(m, "fgsm", fgsm_eps, sizes=(16,), seeded=not q)],
+        "fig9": lambda: [c for b in (None, *((4,) if q else INPUT_BITS))
+                         for c in _attack_cells("vgg8", "fgsm", fgsm_eps, sizes=(32,), seeded=not q, input_bits=b)],
+        "fig10": lambda: _defence_cells("fgsm", fgsm_eps, not q) + _defence_cells("pgd", pgd_eps, not q),
     }
     if name not in grids:
         raise ValueError(f"experiment {name!r} unknown; allowed: {', '.join(grids)}")
@@ -134,6 +160,10 @@ EXPERIMENTS = {
     "fig5": "FGSM, VGG16 on CIFAR-10 (substitute for CIFAR-100), as table1 (Fig. 5)",
     "fig6": "PGD, VGG16 on CIFAR-10 (substitute for CIFAR-100), as table2 (Fig. 6)",
     "nf": "NF of random tiles and of every VGG8 layer on 16/32/64 crossbars, default physics (SPEC 3)",
+    "table3": "FGSM, VGG8 full precision vs QUANOS hybrid precision (vgg8q); SW, SH/HH on 16x16 (Table III)",
+    "fig9": "FGSM, VGG8 on 32x32 with no, 8-, 4- and 2-bit input discretization; SW, SH, HH (Fig. 9)",
+    "fig10": "VGG16 (CIFAR-10 substitute), FGSM and PGD: SW, SH on 32x32, 4-bit input discretization and "
+             "QUANOS (vgg16q) in software (Fig. 10)",
 }
 
 
@@ -165,26 +195,37 @@ class _Runner:
         self.models, self.clean, self.adv_sw, self.mapped = {}, {}, (None, None), (None, None)
 
     def model(self, name):
+        """(VGG, weight-file meta) of model `name`."""
         if name not in self.models:
-            self.models[name] = load_model(self.weights[name])[0]
+            self.models[name] = load_model(self.weights[name])
         return self.models[name]
 
+    def config(self, cell) -> CrossbarConfig:
+        """The cell's crossbars; a hybrid-precision model's layer_bits (weight file) unless the cell sets bits."""
+        return cell.config(self.base_physics).with_weight_precision(layer_bits(self.model(cell.model)[1]))
+
     def hardware(self, cell):
-        config = cell.config(self.base_physics)
+        config = self.config(cell)
         if self.mapped[0] != (cell.model, config):
-            self.mapped = ((cell.model, config), map_model(self.model(cell.model), config, cache_dir=self.cache_dir))
+            net = self.model(cell.model)[0]
+            self.mapped = ((cell.model, config), map_model(net, config, cache_dir=self.cache_dir))
         return self.mapped[1]
 
+    @staticmethod
+    def defended(net, cell):
+        return net if cell.input_bits is None else InputDiscretization(net, cell.input_bits)
+
     def clean_correct(self, cell, net):
-        key = (cell.model, cell.size and cell.config(self.base_physics))
+        key = (cell.model, cell.size and self.config(cell), cell.input_bits)
         if key not in self.clean:
             self.clean[key] = count_correct(net, self.images, self.labels)
         return self.clean[key]
 
     def sw_adversarial(self, cell):
-        key = (cell.model, cell.attack)
+        key = (cell.model, cell.attack, cell.input_bits)
         if self.adv_sw[0] != key:
-            self.adv_sw = (key, make_adversarial(self.model(cell.model), self.images, self.labels, cell.attack))
+            net = self.defended(self.model(cell.model)[0], cell)
+            self.adv_sw = (key, make_adversarial(net, self.images, self.labels, cell.attack))
         return self.adv_sw[1]
 
     def compute(self, cell) -> dict:
@@ -196,9 +237,11 @@ class _Runner:
                 return {"n": "", "nf": random_tile_nf(config, n_tiles=64, seed=config.seed)}
             report = self.hardware(cell).report
             return {"n": "", "nf": next(r["nf"] for r in report if r["name"] == cell.layer)}
-        net = self.model(cell.model) if cell.size is None else self.hardware(cell)
+        net = self.defended(self.model(cell.model)[0] if cell.size is None else self.hardware(cell), cell)
         ca = self.clean_correct(cell, net)
         out = {"n": n, "clean_correct": ca, "CA": 100.0 * ca / n}
+        if cell.size is not None and (bits := self.config(cell).layer_bits) is not None:
+            out["layer_bits"] = "/".join(str(b) for b in bits)
         if cell.mode == "clean":
             return out
         adv = self.sw_adversarial(cell) if cell.mode in ("SW", "SH") else make_adversarial(
@@ -259,6 +302,12 @@ def run(name: str, *, quick: bool = False, n: int | None = None, out: str | Path
         "versions": nxbar.versions(), "wall_s_this_run": wall_s,
         "wall_s_total": previous.get("wall_s_total", 0.0) + wall_s,
     }
+    try:  # the figure is secondary to the CSV: matplotlib is an optional extra
+        from nxbar.figures import draw
+
+        record["figure"] = str(draw(name, read_rows(csv_path), stem.with_suffix(".png")))
+    except ImportError as err:
+        record["figure"] = f"not drawn: {err}"
     json_path.write_text(json.dumps(record, indent=2) + "\n")
     return csv_path
 
@@ -271,13 +320,13 @@ def copy_paper_tables(source: str | Path = PAPER_SOURCE, out: str | Path = DEFAU
 
 
 # ---------------------------------------------------------------------------------------------- report
-PAPER_TABLES = {"table1": "table1_fgsm_vgg8_cifar10_AL.csv", "table2": "table2_pgd_vgg8_cifar10_AL.csv"}
+PAPER_TABLES = {"table1": "table1_fgsm_vgg8_cifar10_AL.csv", "table2": "table2_pgd_vgg8_cifar10_AL.csv",
+                "table3": "table3_fgsm_quanos_vgg8_cifar10_AL.csv"}
+PAPER_MODELS = {"F": "vgg8", "Q": "vgg8q"}  # Table III's "(F)" full-precision and "(Q)" QUANOS rows
 C6_TOLERANCE_PP = 1.0  # C6: "no added robustness" = AL at a larger ON/OFF ratio not below AL at 10 by more than this
 C9_SATURATION_PP = 5.0  # C9: PGD AL "saturates" = a crossbar row's AL rises by at most this from 8/255 to 32/255
+C7_FLAT_PP = 5.0  # C7: AL "stays flat" = a discretized crossbar row's AL varies by at most this over eps 0.1..0.3
 NOT_REGISTERED = {
-    "C7": "input discretization with crossbars (Fig. 9) is not a registered experiment",
-    "C8": "the QUANOS hybrid-precision VGG8 (Table III) is not a registered experiment (needs trained QUANOS weights)",
-    "C10": "the defence comparison on 32x32 (Fig. 10) is not a registered experiment",
     "C11": "Tiny ImageNet VGG16 (Fig. 7): its training set cannot be obtained here (SPEC 1)",
 }
 
@@ -291,21 +340,25 @@ def _setting(r: dict) -> str:
     return "software" if r["xbar"] == "software" else f"xbar{r['xbar']}"
 
 
-def _physics_label(r: dict) -> str:
+def physics_label(r: dict) -> str:
     if r["xbar"] == "software":
         return ""
     r_on, r_off = float(r["r_on_ohm"]), float(r["r_off_ohm"])
     return f"R_on {r_on / 1e3:g}k ON/OFF {r_off / r_on:g}"
 
 
+def _input_label(r: dict) -> str:
+    return f"{r['input_bits']}-bit input" if r.get("input_bits") else ""
+
+
 def _means(rows: list[dict], value: str) -> dict[tuple, list[float]]:
-    """{(model, eps_space, physics label, setting, mode, eps label): [value of each chip seed]}."""
+    """{(model, eps_space, physics label, setting, mode, eps label, input label, attack): [value per chip seed]}."""
     out: dict[tuple, list[float]] = {}
     for r in rows:
         if r[value] == "":
             continue
         eps = eps_label(r["attack"], float(r["eps"])) if r["attack"] else ""
-        key = (r["model"], r["eps_space"], _physics_label(r), _setting(r), r["mode"], eps)
+        key = (r["model"], r["eps_space"], physics_label(r), _setting(r), r["mode"], eps, _input_label(r), r["attack"])
         out.setdefault(key, []).append(float(r[value]))
     return out
 
@@ -322,16 +375,19 @@ def load_results(out: str | Path = DEFAULT_OUT) -> dict[str, list[dict]]:
 
 
 def _paper(out: Path, name: str) -> dict[tuple, float]:
-    """{(setting, mode, eps label): AL} of the paper's table for experiment `name` ({} if none)."""
+    """{(model, setting, mode, eps label): AL} of the paper's table for experiment `name` ({} if none);
+    model is None where the table has one model, else from the mode's "(F)"/"(Q)" suffix."""
     path = out / "paper" / PAPER_TABLES.get(name, "-")
     if not path.is_file():
         return {}
     lines = [line for line in path.read_text().splitlines() if not line.startswith("#")]
     table = {}
     for r in csv.DictReader(lines):
+        mode, _, suffix = r["mode"].replace("Attack-SW", "SW").partition(" (")
+        model = PAPER_MODELS[suffix.rstrip(")")] if suffix else None
         for col, v in r.items():
             if col not in ("setting", "mode"):
-                table[(r["setting"], r["mode"].replace("Attack-SW", "SW"), col)] = float(v)
+                table[(model, r["setting"], mode, col)] = float(v)
     return table
 
 
@@ -341,22 +397,24 @@ def _markdown(header: list[str], body: list[list[str]]) -> str:
 
 
 def _attack_table(rows: list[dict], paper: dict) -> str:
+    """One markdown table per (attack, eps space): a row per series, a column per eps, chip-seed means."""
     means = _means(rows, "AL")
-    cols = list(dict.fromkeys(k[5] for k in means))
     out = []
-    for space in dict.fromkeys(k[1] for k in means):
-        groups = list(dict.fromkeys(k[:5] for k in means if k[1] == space))
+    for attack, space in dict.fromkeys((k[7], k[1]) for k in means):
+        keys = [k for k in means if (k[7], k[1]) == (attack, space)]
+        cols = list(dict.fromkeys(k[5] for k in keys))
         body = []
-        for g in groups:
+        for g in dict.fromkeys((*k[:5], k[6]) for k in keys):
             cells = []
             for eps in cols:
-                ours = _stat(means[(*g, eps)]) if (*g, eps) in means else "-"
-                ref = paper.get((g[3], g[4], eps))
+                key = (*g[:5], eps, g[5], attack)
+                ours = _stat(means[key]) if key in means else "-"
+                ref = None if g[5] else paper.get((g[0], g[3], g[4], eps), paper.get((None, g[3], g[4], eps)))
                 cells.append(ours if ref is None else f"{ours} / {ref:g}")
-            body.append([g[0], g[2] or "-", g[3], g[4], *cells])
+            body.append([g[0], g[2] or "-", g[5] or "-", g[3], g[4], *cells])
         note = " (ours / paper)" if paper else ""
-        out.append(f"AL in percentage points, eps in {space} units{note}:\n\n"
-                   + _markdown(["model", "physics", "setting", "mode", *cols], body))
+        out.append(f"{attack.upper()}: AL in percentage points, eps in {space} units{note}:\n\n"
+                   + _markdown(["model", "physics", "input", "setting", "mode", *cols], body))
     return "\n\n".join(out)
 
 
@@ -394,7 +452,7 @@ def _below_software(name: str, rows: list[dict]) -> list[tuple[str, bool]]:
     al = _mean_al(rows)
     return [_check(f"{name} {k[0]} {k[1]} {k[3]} {k[4]} eps {k[5]}, AL vs SW", v, sw, v < sw)
             for k, v in al.items() if k[4] in ("SH", "HH")
-            if (sw := al.get((k[0], k[1], "", "software", "SW", k[5]))) is not None]
+            if (sw := al.get((k[0], k[1], "", "software", "SW", *k[5:]))) is not None]
 
 
 def _c2(res):
@@ -453,6 +511,62 @@ def _c9(res):
     return _below_software("fig5", res.get("fig5", [])) + _below_software("fig6", res.get("fig6", [])) + saturation
 
 
+def _c7(res):
+    """Fig. 9 (32x32, FGSM): discretized crossbar rows flat over eps 0.1..0.3; 4-bit input the lowest AL of the
+    crossbar rows at eps 0.25 and 0.3; 2-bit input lower CA than 4-bit and a higher mean AL."""
+    rows = res.get("fig9", [])
+    al = _mean_al(rows)
+    checks = []
+    for k in dict.fromkeys(_swap(k, 5, "") for k in al if k[3] != "software" and k[6]):
+        values = [al[key] for e in ("0.1", "0.15", "0.2", "0.25", "0.3") if (key := _swap(k, 5, e)) in al]
+        if len(values) > 1:
+            spread = max(values) - min(values)
+            checks.append(_check(f"fig9 {k[3]} {k[4]} {k[6]} AL spread eps 0.1..0.3 vs {C7_FLAT_PP:g} pp",
+                                 spread, C7_FLAT_PP, spread <= C7_FLAT_PP))
+    for k, v in al.items():
+        if k[3] != "software" and k[6] == "4-bit input" and k[5] in ("0.25", "0.3"):
+            for other in ("", "8-bit input", "2-bit input"):
+                if (o := al.get(_swap(k, 6, other))) is not None:
+                    checks.append(_check(f"fig9 {k[3]} {k[4]} eps {k[5]} AL 4-bit vs {other or 'no'} input", v, o, v < o))
+    ca: dict[tuple, list[float]] = {}
+    for r in rows:
+        ca.setdefault((_setting(r), r["mode"], _input_label(r)), []).append(float(r["CA"]))
+    for (setting, mode, label), v in ca.items():
+        if label == "2-bit input" and (four := ca.get((setting, mode, "4-bit input"))):
+            checks.append(_check(f"fig9 {setting} {mode} CA 2-bit vs 4-bit input", np.mean(v), np.mean(four),
+                                 np.mean(v) < np.mean(four)))
+            al2 = [v2 for k2, v2 in al.items() if (k2[3], k2[4], k2[6]) == (setting, mode, label)]
+            al4 = [v2 for k2, v2 in al.items() if (k2[3], k2[4], k2[6]) == (setting, mode, "4-bit input")]
+            checks.append(_check(f"fig9 {setting} {mode} mean AL 2-bit vs 4-bit input", np.mean(al2), np.mean(al4),
+                                 np.mean(al2) > np.mean(al4)))
+    return checks
+
+
+def _c8(res):
+    al = _mean_al(res.get("table3", []))
+    return [_check(f"table3 {k[3]} {k[4]} eps {k[5]} AL vgg8q vs vgg8", v, f, v < f)
+            for k, v in al.items() if k[0] == "vgg8q" and k[3] != "software"
+            if (f := al.get(_swap(k, 0, "vgg8"))) is not None]
+
+
+def _c10(res):
+    """Fig. 10 (VGG16, 32x32): FGSM: AL(SH) below 4-bit input and QUANOS (SW); PGD: QUANOS < SH < 4-bit input."""
+    al = _mean_al(res.get("fig10", []))
+    checks = []
+    for k, sh in al.items():
+        if k[0] != "vgg16" or k[4] != "SH":
+            continue
+        four = al.get(("vgg16", k[1], "", "software", "SW", k[5], "4-bit input", k[7]))
+        quanos = al.get(("vgg16q", k[1], "", "software", "SW", k[5], "", k[7]))
+        if four is not None:
+            checks.append(_check(f"fig10 {k[7]} eps {k[5]} AL SH vs 4-bit input", sh, four, sh < four))
+        if quanos is not None and k[7] == "fgsm":
+            checks.append(_check(f"fig10 fgsm eps {k[5]} AL SH vs QUANOS", sh, quanos, sh < quanos))
+        elif quanos is not None:
+            checks.append(_check(f"fig10 {k[7]} eps {k[5]} AL QUANOS vs SH", quanos, sh, quanos < sh))
+    return checks
+
+
 CLAIMS = {
     "C1": ("AL(SH), AL(HH) < AL(SW), every eps and size, FGSM and PGD, VGG8 (Tables I, II)",
            lambda res: _below_software("table1", res.get("table1", [])) + _below_software("table2", res.get("table2", []))),
@@ -461,10 +575,11 @@ CLAIMS = {
     "C4": ("PGD: AL(HH) < AL(SH) (Table II)", _c4),
     "C5": ("R_on 10 kOhm gives lower PGD AL than 20 kOhm, ON/OFF 10 (Fig. 8a)", _c5),
     "C6": ("raising R_off at R_on 20 kOhm adds no robustness (Fig. 8b)", _c6),
-    "C7": ("4/2-bit input discretization with 32x32 crossbars, FGSM (Fig. 9)", None),
-    "C8": ("QUANOS VGG8 on 16x16 has lower AL than full precision (Table III)", None),
+    "C7": ("4/2-bit input discretization with 32x32 crossbars, FGSM: AL flat for eps 0.1..0.3, 4-bit best at high "
+           "eps, 2-bit lower CA and slightly less robust (Fig. 9)", _c7),
+    "C8": ("QUANOS VGG8 on 16x16 has lower AL than full precision (Table III)", _c8),
     "C9": ("VGG16 (CIFAR-10 substitute): same trends; PGD AL on crossbars saturates with eps (Figs. 5, 6)", _c9),
-    "C10": ("32x32 FGSM: SH beats discretization and QUANOS; PGD: QUANOS first, SH second (Fig. 10)", None),
+    "C10": ("32x32 FGSM: SH beats discretization and QUANOS; PGD: QUANOS first, SH second (Fig. 10)", _c10),
     "C11": ("Tiny ImageNet VGG16, FGSM: 16x16 gains most (Fig. 7)", None),
 }
 
@@ -496,7 +611,7 @@ def report(out: str | Path = DEFAULT_OUT) -> Path:
              "`NAME.csv`, one row per cell, and `NAME.json`). The paper's tables are in `paper/`. Verdicts are "
              "computed from the stored numbers; no parameter is tuned toward the paper. Chip-seed means are used "
              f"where a cell ran on several chips. C6 tolerance {C6_TOLERANCE_PP:g} pp, C9 saturation threshold "
-             f"{C9_SATURATION_PP:g} pp.", "", "## Claims (SPEC section 1)", ""]
+             f"{C9_SATURATION_PP:g} pp, C7 flatness threshold {C7_FLAT_PP:g} pp.", "", "## Claims (SPEC section 1)", ""]
     body = [[claim, CLAIMS[claim][0], verdict, text] for claim, (verdict, text) in verdicts(results).items()]
     lines += [_markdown(["claim", "statement", "verdict", "numbers"], body), ""]
     for name, description in EXPERIMENTS.items():

@@ -1,6 +1,7 @@
 """nxbar.reproduce: the experiment grids, a resumable quick run on random weights, the claim verdicts."""
 
 import csv
+import importlib.util
 import json
 
 import numpy as np
@@ -24,7 +25,10 @@ def test_grid_sizes():
     # table1: 2 eps spaces x (6 SW + 3 sizes x 2 modes x (5 eps x 1 chip + 1 eps x 3 chips)) = 108
     # table2: 5 SW + 3 x 2 x (4 + 3) = 47; fig8a: 5 + 2 R_on x 2 x (4 + 3) = 33; fig8b: 5 + 4 ratios x 14 = 61
     # fig4: 2 models x (SW + 3 sizes) = 8; nf: 3 sizes x (random tiles + 8 VGG8 layers) = 27
-    counts = {"table1": 108, "table2": 47, "fig4": 8, "fig8a": 33, "fig8b": 61, "fig5": 108, "fig6": 47, "nf": 27}
+    # table3: 2 models x (6 SW + 2 modes x (5 + 3)) = 44; fig9: 4 input settings x 22 = 88
+    # fig10: FGSM 6 eps x (SW, SH, 4-bit SW, QUANOS SW) + 2 more SH chips at 0.1 = 26; PGD 5 x 4 + 2 = 22
+    counts = {"table1": 108, "table2": 47, "fig4": 8, "fig8a": 33, "fig8b": 61, "fig5": 108, "fig6": 47, "nf": 27,
+              "table3": 44, "fig9": 88, "fig10": 48}
     assert {name: len(rp.experiment_cells(name)) for name in rp.EXPERIMENTS} == counts
     for name in rp.EXPERIMENTS:  # no cell twice
         cells = rp.experiment_cells(name)
@@ -33,7 +37,7 @@ def test_grid_sizes():
         rp.experiment_cells("table9")
 
 
-@pytest.mark.parametrize("name", ["table1", "table2"])
+@pytest.mark.parametrize("name", ["table1", "table2", "table3"])
 def test_eps_lists_match_paper_headers(name):
     cells = rp.experiment_cells(name)
     labels = list(dict.fromkeys(rp.eps_label(c.attack.attack, c.attack.eps) for c in cells))
@@ -50,13 +54,30 @@ def test_chip_seeds_only_at_the_reference_eps():
         assert sorted(c.seed for c in hw) == sorted([0, 1, 2] * (2 if name == "table1" else 1))  # x eps spaces
 
 
+META = {"arch": "vgg8", "dataset": "cifar10", "num_classes": 10, "input_size": 32,
+        "normalization": {"mean": [0.49, 0.48, 0.45], "std": [0.25, 0.24, 0.26]}, "bn_eps": 1e-5,
+        "class_names": [f"c{i}" for i in range(10)]}
+BITS = [2, 4, 8, None, 2, 4, 8, 2]
+
+
 @pytest.fixture(scope="module")
 def vgg8_weights(tmp_path_factory):
-    meta = {"arch": "vgg8", "dataset": "cifar10", "num_classes": 10, "input_size": 32,
-            "normalization": {"mean": [0.49, 0.48, 0.45], "std": [0.25, 0.24, 0.26]}, "bn_eps": 1e-5,
-            "class_names": [f"c{i}" for i in range(10)]}
     stem = tmp_path_factory.mktemp("w") / "vgg8_cifar10"
-    save_weights(stem, random_params("vgg8", num_classes=10, input_size=32, seed=3), meta)
+    save_weights(stem, random_params("vgg8", num_classes=10, input_size=32, seed=3), META)
+    return stem
+
+
+@pytest.fixture(scope="module")
+def vgg8q_weights(tmp_path_factory):
+    """A hybrid-precision VGG8 (random weights put on their per-layer grids, like a QUANOS export)."""
+    from nxbar.crossbar.mapping import quantize_weights
+    from nxbar.models.arch import mvm_names
+
+    per_layer = dict(zip(mvm_names("vgg8"), BITS))
+    params = random_params("vgg8", num_classes=10, input_size=32, seed=4)
+    stem = tmp_path_factory.mktemp("w") / "vgg8q_cifar10"
+    save_weights(stem, {k: quantize_weights(v, per_layer.get(k)) for k, v in params.items()},
+                 {**META, "model": "vgg8q", "layer_bits": BITS})
     return stem
 
 
@@ -85,6 +106,10 @@ def test_quick_run_rows_json_and_resume(tmp_path, vgg8_weights, monkeypatch):
     record = json.loads(path.with_suffix(".json").read_text())
     assert record["weights"]["vgg8"]["npz_sha256"] == file_sha256(str(vgg8_weights) + ".npz")
     assert record["data"]["n_images"] == 8 and record["computed_this_run"] == 3 and record["wall_s_total"] > 0
+    if importlib.util.find_spec("matplotlib"):  # the figure beside the CSV (the plot extra; CI installs it)
+        assert record["figure"] == str(path.with_suffix(".png")) and path.with_suffix(".png").stat().st_size > 0
+    else:
+        assert record["figure"].startswith("not drawn:")
 
     # resume: nothing left to compute, so no attack runs at all
     calls = []
@@ -103,6 +128,30 @@ def test_quick_run_rows_json_and_resume(tmp_path, vgg8_weights, monkeypatch):
         rp.run("table1", quick=True, n=4, out=tmp_path / "out", weights={"vgg8": vgg8_weights}, base_physics=IDEAL)
 
 
+def test_quick_table3_and_fig9_on_ideal_crossbars(tmp_path, vgg8_weights, vgg8q_weights):
+    """Ideal crossbars represent W_q exactly at each layer's own bits and discretized inputs pass through the
+    same transform on every side, so SH and HH equal SW cell by cell; the counts are checked independently."""
+    from nxbar.data import load_dataset
+    from nxbar.defences import InputDiscretization
+
+    kw = dict(quick=True, n=8, out=tmp_path, weights={"vgg8": vgg8_weights, "vgg8q": vgg8q_weights},
+              base_physics=IDEAL, cache_dir=tmp_path / "cache")
+    rows = rp.read_rows(rp.run("table3", **kw))
+    assert [(r["model"], r["mode"]) for r in rows] == [(m, mode) for m in ("vgg8", "vgg8q") for mode in ("SW", "SH", "HH")]
+    assert [r["layer_bits"] for r in rows] == ["", "", "", "", "2/4/8/None/2/4/8/2", "2/4/8/None/2/4/8/2"]
+    ds = load_dataset("embedded")
+    for model, stem in (("vgg8", vgg8_weights), ("vgg8q", vgg8q_weights)):
+        mine = [(r["clean_correct"], r["adv_correct"]) for r in rows if r["model"] == model]
+        assert len(set(mine)) == 1
+        assert int(mine[0][0]) == count_correct(load_model(stem)[0], ds.images[:8], ds.labels[:8])
+    rows = rp.read_rows(rp.run("fig9", **kw))
+    assert [(r["input_bits"], r["mode"]) for r in rows] == [(b, m) for b in ("", "4") for m in ("SW", "SH", "HH")]
+    four = [(r["clean_correct"], r["adv_correct"]) for r in rows if r["input_bits"] == "4"]
+    assert len(set(four)) == 1
+    defended = InputDiscretization(load_model(vgg8_weights)[0], 4)
+    assert int(four[0][0]) == count_correct(defended, ds.images[:8], ds.labels[:8])
+
+
 def test_missing_weights_error(tmp_path):
     with pytest.raises(WeightFileError, match=r"vgg8_none\.json: weight file not found; the vgg8 weights must be "
                                               r"trained first \(tools/train_export\.py --model vgg8\)"):
@@ -110,14 +159,14 @@ def test_missing_weights_error(tmp_path):
     assert not (tmp_path / "table1_quick.csv").exists()
 
 
-def _write(path, cells, al_of):
+def _write(path, cells, al_of, ca_of=lambda c: 90.0):
     with open(path, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=rp.COLUMNS)
         w.writeheader()
         for c in cells:
-            al = al_of(c)
-            w.writerow({**dict(zip(rp.KEY_COLUMNS, c.key())), "n": "100", "clean_correct": "90", "adv_correct": "",
-                        "CA": "90.0", "AA": repr(90.0 - al), "AL": repr(al), "nf": ""})
+            al, ca = al_of(c), ca_of(c)
+            w.writerow({**dict(zip(rp.KEY_COLUMNS, c.key())), "n": "100", "clean_correct": repr(ca), "adv_correct": "",
+                        "CA": repr(ca), "AA": repr(ca - al), "AL": repr(al), "nf": ""})
 
 
 def test_verdicts_on_hand_made_results(tmp_path):
@@ -138,8 +187,38 @@ def test_verdicts_on_hand_made_results(tmp_path):
     assert v["C4"] == ("does not hold", "14/15 comparisons hold; fails: table2 xbar64 eps 2/255 AL HH vs SH: 71.50 vs 70.00")
     text = rp.report(tmp_path).read_text()
     assert "| C4 | PGD: AL(HH) < AL(SH) (Table II) | does not hold | 14/15" in text
-    assert "| vgg8 | - | software | SW | 80.00 / 83.66 |" in text  # ours beside the paper's Table II
+    assert "| vgg8 | - | - | software | SW | 80.00 / 83.66 |" in text  # ours beside the paper's Table II
     assert "Not run: no `table1.csv` yet" in text
+
+
+def test_defence_verdicts_on_hand_made_results(tmp_path):
+    # table3: QUANOS below full precision on 16x16 everywhere -> C8 holds; paper's (F)/(Q) rows beside ours
+    _write(tmp_path / "table3.csv", rp.experiment_cells("table3"),
+           lambda c: {None: 60.0, 16: 50.0}[c.size] - (25.0 if c.model == "vgg8q" and c.size else 0.0))
+    # fig9: flat discretized crossbar rows, 4-bit the lowest at high eps, 2-bit: lower CA, higher AL -> C7 holds
+    offset = {None: 10.0, 8: 5.0, 4: 0.0, 2: 2.0}
+    fig9 = rp.experiment_cells("fig9")
+    al9 = lambda c: (70.0 if c.size is None else 30.0) + offset[c.input_bits] + (c.attack.eps if c.input_bits else 0)
+    _write(tmp_path / "fig9.csv", fig9, al9, lambda c: 85.0 if c.input_bits == 2 else 90.0)
+    # fig10: FGSM SH 20 < QUANOS 30 < 4-bit 40; PGD QUANOS 10 < SH 20 < 4-bit 40 -> C10 holds
+    al10 = lambda c: (40.0 if c.input_bits else 20.0 if c.size else 70.0 if c.model == "vgg16"
+                      else 30.0 if c.attack.attack == "fgsm" else 10.0)
+    _write(tmp_path / "fig10.csv", rp.experiment_cells("fig10"), al10)
+    rp.copy_paper_tables(out=tmp_path)
+    v = rp.verdicts(rp.load_results(tmp_path))
+    assert v["C8"] == ("holds", "12/12 comparisons hold, e.g. table3 xbar16 SH eps 0.05 AL vgg8q vs vgg8: 25.00 vs 50.00")
+    # flat: 2 modes x 3 widths; 4-bit vs none/8/2-bit at 2 eps x 2 modes; CA and mean AL for SW, SH, HH
+    assert v["C7"] == ("holds", "24/24 comparisons hold, e.g. fig9 xbar32 SH 8-bit input AL spread eps 0.1..0.3 "
+                                "vs 5 pp: 0.20 vs 5.00")
+    flat_2bit = lambda c: al9(c) + (30 * c.attack.eps if c.input_bits == 2 and c.mode == "HH" else 0)
+    _write(tmp_path / "fig9.csv", fig9, flat_2bit, lambda c: 85.0 if c.input_bits == 2 else 90.0)
+    assert rp.verdicts(rp.load_results(tmp_path))["C7"] == (
+        "does not hold", "23/24 comparisons hold; fails: fig9 xbar32 HH 2-bit input AL spread eps 0.1..0.3 vs "
+                         "5 pp: 6.20 vs 5.00")
+    assert v["C10"] == ("holds", "22/22 comparisons hold, e.g. fig10 fgsm eps 0.05 AL SH vs 4-bit input: 20.00 vs 40.00")
+    text = rp.report(tmp_path).read_text()
+    assert "| vgg8q | R_on 20k ON/OFF 10 | - | xbar16 | HH | 25.00 / 23.85 |" in text  # Table III's "HH (Q)" row
+    assert "| vgg8 | R_on 20k ON/OFF 10 | 4-bit input | xbar32 | SH |" in text
 
 
 def test_cli(tmp_path):
@@ -154,7 +233,13 @@ def test_cli(tmp_path):
     assert listed.exit_code == 0 and "table1   108 cells  FGSM" in listed.output and "nf        27 cells  NF" in listed.output
     result = invoke("--report", "--out", tmp_path)
     assert result.exit_code == 0 and (tmp_path / "paper" / "table2_pgd_vgg8_cifar10_AL.csv").is_file()
-    assert (tmp_path / "README.md").read_text().count("| not run |") == 11
+    assert (tmp_path / "README.md").read_text().count("| not run |") == 11  # C1..C11
+    _write(tmp_path / "table2.csv", rp.experiment_cells("table2"), lambda c: 10.0)
+    result = invoke("--figures", "--out", tmp_path)
+    if importlib.util.find_spec("matplotlib"):
+        assert result.exit_code == 0 and result.output == f"wrote {tmp_path / 'table2.png'}\n", result.output
+    else:
+        assert result.exit_code == 2 and "nxbar[plot]" in result.output
     for args, message in (((), "give an experiment NAME"), (("table9",), "experiment 'table9' unknown")):
         result = invoke(*args)
         assert result.exit_code == 2 and message in result.output
