@@ -311,7 +311,8 @@ def grade(assignment, student_file):
 @model_and_data_options
 @click.option("--attack", type=click.Choice(["fgsm", "pgd"]), default="fgsm", show_default=True)
 @click.option("--eps", "eps_text", default="0.1", show_default=True, help="Budget in pixel units, e.g. 0.1 or 8/255.")
-@click.option("--widths", default="2,4", show_default=True, help="Bit widths to hand out, comma-separated.")
+@click.option("--widths", default="2,4", show_default=True,
+              help="Bit widths to hand out, comma-separated (nxbar.quanos.DEFAULT_WIDTHS).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, writable=True), default=None)
 @_fail_cleanly
 def ans(model, dataset, weights, data, split, n, attack, eps_text, widths, json_path):

@@ -21,6 +21,9 @@ import numpy as np
 from nxbar.crossbar.config import MAX_BITS
 from nxbar.experiments import AttackConfig, make_adversarial
 
+# Widths handed out by ANS rank when none are given: the more sensitive half of the layers 2 bits, the rest 4.
+DEFAULT_WIDTHS = (2, 4)
+
 
 def adversarial_noise_sensitivity(model, x, x_adv, *, batch_size: int = 64) -> dict[str, float]:
     """ANS_l of every MVM layer of `model` (anything with `activations(x) -> {layer: (N, ...)}`, e.g. a VGG

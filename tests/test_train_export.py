@@ -139,3 +139,39 @@ def test_training_resumes_after_a_kill_to_the_same_weights(tmp_path, monkeypatch
     rows = list(csv.DictReader(open(tmp_path / "out" / "vgg16_cifar10.csv")))
     assert [r["epoch"] for r in rows] == ["1", "2"]
     assert json.loads((tmp_path / "out" / "vgg16_cifar10.json").read_text())["training"]["epochs"] == 2
+
+
+def test_fake_quantize_is_nxbar_quantize_weights_with_a_straight_through_gradient():
+    from nxbar.crossbar.mapping import quantize_weights
+
+    w = torch.randn(8, 4, 3, 3, generator=torch.Generator().manual_seed(0), requires_grad=True)
+    for bits in (1, 2, 4):
+        q = T.fake_quantize(w, bits)
+        np.testing.assert_allclose(q.detach().numpy(), quantize_weights(w.detach().numpy(), bits), rtol=1e-6, atol=1e-7)
+        assert len(torch.unique(q.detach().abs())) <= 2**bits
+    (T.fake_quantize(w, 2) * torch.arange(w.numel()).view_as(w)).sum().backward()
+    np.testing.assert_array_equal(w.grad.numpy(), np.arange(w.numel()).reshape(w.shape))  # dW_q/dW := 1
+    assert T.fake_quantize(w, None) is w
+
+
+def test_quanos_fine_tune_exports_a_hybrid_precision_file(tmp_path):
+    from nxbar.weights import load_weights
+
+    data = _tiny_image_folder(tmp_path / "tiny.zip", load_dataset("embedded").class_names)
+    out = str(tmp_path / "out")
+    common = ["--model", "vgg8", "--epochs", "1", "--batch-size", "4", "--limit-train", "8", "--limit-eval", "4",
+              "--threads", "1", "--data", str(data), "--out-dir", out, "--results-dir", out]
+    T.main([*common, "--lr", "0.01", "--checkpoint-dir", out + "/ckpt_fp"])
+    T.main([*common, "--quanos-from", out + "/vgg8_cifar10", "--ans-n", "8", "--checkpoint-dir", out + "/ckpt_q"])
+    params, meta = load_weights(tmp_path / "out" / "vgg8q_cifar10")  # validated: every layer on its grid
+    plan = meta["quanos"]
+    assert meta["model"] == "vgg8q" and meta["parity"]["passed"] and plan["widths"] == [2, 4]
+    ans = np.array(list(plan["ans"].values()))
+    assert list(plan["ans"]) == ["conv1", "conv2", "conv3", "conv4", "conv5", "conv6", "fc1", "fc2"]
+    # the 4 layers of highest ANS get 2 bits, the other 4 get 4 bits (nxbar.quanos.bits_from_ans)
+    assert meta["layer_bits"] == [2 if a >= np.sort(ans)[4] else 4 for a in ans]
+    assert meta["training"]["recipe"]["quanos_from"] == out + "/vgg8_cifar10" and meta["training"]["epochs"] == 1
+    for name, bits in zip(plan["ans"], meta["layer_bits"]):
+        assert len(np.unique(np.abs(params[f"{name}.weight"]))) <= 2**bits
+    with pytest.raises(ValueError, match="already a hybrid-precision network"):
+        T.main([*common, "--quanos-from", out + "/vgg8q_cifar10", "--ans-n", "8", "--checkpoint-dir", out + "/c2"])

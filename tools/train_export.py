@@ -26,6 +26,16 @@ nxbar.weights.save_weights, after a parity check of nxbar's NumPy engine against
 The json records the command, recipe, seed, epochs, final training loss, the parity numbers and the clean
 accuracy measured by nxbar's engine on the embedded 1,000 lossless test images and on the JPEG test split.
 The per-epoch log goes to <results-dir>/<model>_cifar10.csv.
+
+QUANOS (SPEC 6, issue 7): `--quanos-from weights/vgg8_cifar10 --epochs 3` fine-tunes the trained network with
+quantisation-aware training into the hybrid-precision <model>q_cifar10. The per-layer bits come from nxbar:
+the ANS of every MVM layer under FGSM (--ans-eps, pixel units) on the first --ans-n (un-augmented) training
+images, measured on the full-precision network by `nxbar.quanos.attack_ans`, turned into bits by
+`nxbar.quanos.bits_from_ans` with --widths. Each weight is fake-quantised in the forward pass (`fake_quantize`:
+the values of `nxbar.crossbar.mapping.quantize_weights`, straight-through gradient); the export writes the
+quantised weights W_q, with "model": "<model>q", "layer_bits" and the ANS record in the json, so nxbar's
+software model is the quantised network and its crossbars map each layer at its own precision.
+The schedule is the same one-cycle, from --lr (default 0.01 here, 0.1 for training from scratch).
 """
 
 from __future__ import annotations
@@ -48,8 +58,12 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from nxbar.data import Dataset, load_dataset, load_image_folder  # noqa: E402
 from nxbar.models.arch import check_arch, param_shapes  # noqa: E402
+from nxbar.crossbar.mapping import quantize_weights  # noqa: E402
+from nxbar.experiments import AttackConfig  # noqa: E402
+from nxbar.models.arch import mvm_names  # noqa: E402
 from nxbar.models.vgg import VGG  # noqa: E402
-from nxbar.weights import load_model, save_weights  # noqa: E402
+from nxbar.quanos import DEFAULT_WIDTHS, attack_ans, bits_from_ans  # noqa: E402
+from nxbar.weights import file_sha256, load_model, save_weights, weight_paths  # noqa: E402
 
 # CIFAR-10 training-set per-channel mean and standard deviation of [0, 1] pixels (the usual published values).
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
@@ -65,8 +79,23 @@ TIE_GAP = 1e-9  # relative gap below which two float64 max-pool inputs count as 
 REPO = Path(__file__).resolve().parents[1]
 
 
+def fake_quantize(w: torch.Tensor, bits: int | None) -> torch.Tensor:
+    """W_q = sign(W) w_max round(|W| / w_max (2^b - 1)) / (2^b - 1), w_max = max |W| (the equation of
+    `nxbar.crossbar.mapping.quantize_weights`, here in torch), with the straight-through gradient dW_q/dW := 1
+    (w_max is a constant of the step). bits=None: W unchanged."""
+    if bits is None:
+        return w
+    w_max = w.detach().abs().max()
+    if w_max == 0:
+        return w
+    n = 2**bits - 1
+    q = torch.sign(w.detach()) * w_max * torch.round(w.detach().abs() / w_max * n) / n
+    return w + (q - w).detach()
+
+
 class TorchVGG(nn.Module):
-    """The nxbar VGG in PyTorch: normalise, [conv3x3 + BN + ReLU | maxpool2]*, flatten (C, H, W), FC (+ ReLU)*."""
+    """The nxbar VGG in PyTorch: normalise, [conv3x3 + BN + ReLU | maxpool2]*, flatten (C, H, W), FC (+ ReLU)*.
+    weight_bits {"conv1.weight": b, ...}: those weights are fake-quantised to b bits (QUANOS training)."""
 
     def __init__(self, arch: str, num_classes: int = 10, input_size: int = 32):
         super().__init__()
@@ -92,6 +121,11 @@ class TorchVGG(nn.Module):
             self.plan.append(("fc", j))
             j += 1
         self.num_fc = j - 1
+        self.weight_bits: dict[str, int | None] = {}
+
+    def weight(self, name: str) -> torch.Tensor:
+        """Parameter `name` (e.g. "conv3.weight") as the forward pass uses it: fake-quantised if in weight_bits."""
+        return fake_quantize(self.get_parameter(name), self.weight_bits.get(name))
 
     def forward(self, x: torch.Tensor, pool_inputs: list | None = None) -> torch.Tensor:
         """Logits of NCHW images x in [0, 1]; the inputs of the max-pools are appended to `pool_inputs`."""
@@ -102,17 +136,19 @@ class TorchVGG(nn.Module):
                     pool_inputs.append(h.detach())
                 h = F.max_pool2d(h, 2)
             elif kind == "conv":
-                h = F.relu(getattr(self, f"bn{k}")(getattr(self, f"conv{k}")(h)))
+                h = F.relu(getattr(self, f"bn{k}")(F.conv2d(h, self.weight(f"conv{k}.weight"), padding=1)))
             else:
-                h = getattr(self, f"fc{k}")(h.flatten(1))
+                h = F.linear(h.flatten(1), self.weight(f"fc{k}.weight"), getattr(self, f"fc{k}").bias)
                 h = F.relu(h) if k < self.num_fc else h
         return h
 
 
 def to_params(model: TorchVGG) -> dict[str, np.ndarray]:
-    """The model's parameters and BN running statistics as float32 NumPy arrays, named as in arch.param_shapes."""
+    """The model's parameters and BN running statistics as float32 NumPy arrays, named as in arch.param_shapes;
+    weights in model.weight_bits quantised by nxbar's `quantize_weights` (the file then lies on its grids)."""
     state = model.state_dict()
-    return {n: state[n].detach().float().cpu().numpy().copy() for n in param_shapes(model.arch, model.num_classes, model.input_size)}
+    return {n: quantize_weights(state[n].detach().float().cpu().numpy().copy(), model.weight_bits.get(n))
+            for n in param_shapes(model.arch, model.num_classes, model.input_size)}
 
 
 def from_nxbar(net: VGG) -> TorchVGG:
@@ -295,15 +331,54 @@ def write_csv(path: Path, log: list[dict]) -> None:
 
 
 RECIPE_KEYS = ("model", "epochs", "batch_size", "lr", "seed", "limit_train", "bf16")
+QUANOS_KEYS = ("quanos_from", "widths", "ans_n", "ans_eps")  # part of the recipe of a QUANOS fine-tune only
 
 
-def train(args, ckpt_dir: Path, train_set, test_set) -> dict:
-    """Run (or resume) training to args.epochs; return the final checkpoint state."""
-    recipe = {k: getattr(args, k) for k in RECIPE_KEYS}
+def recipe_of(args) -> dict:
+    keys = RECIPE_KEYS + (QUANOS_KEYS if args.quanos_from else ())
+    return {k: getattr(args, k) for k in keys}
+
+
+def quanos_plan(args, train_set: Dataset) -> dict:
+    """Per-layer bits of the QUANOS network: ANS of the full-precision --quanos-from network (nxbar's engine)
+    under FGSM --ans-eps on the first --ans-n training images, then `bits_from_ans` with --widths."""
+    net, meta = load_model(args.quanos_from)
+    if net.arch != args.model:
+        raise ValueError(f"--quanos-from {args.quanos_from} holds arch {net.arch!r}, not --model {args.model!r}")
+    if "layer_bits" in meta:
+        raise ValueError(f"--quanos-from {args.quanos_from} is already a hybrid-precision network; "
+                         "give the full-precision one")
+    if not 1 <= args.ans_n <= len(train_set.labels):
+        raise ValueError(f"--ans-n {args.ans_n} must be in 1..{len(train_set.labels)} (the training images)")
+    cfg = AttackConfig(attack="fgsm", eps=args.ans_eps)
+    t = time.time()
+    ans = attack_ans(net, train_set.images[:args.ans_n], train_set.labels[:args.ans_n], cfg)
+    bits = bits_from_ans(ans, args.widths)
+    print(f"ANS ({time.time() - t:.0f} s): " + ", ".join(f"{k} {v:.4f} -> {bits[k]} bits" for k, v in ans.items()),
+          flush=True)
+    return {"ans": ans, "bits": bits, "widths": list(args.widths), "attack": cfg.as_dict(),
+            "ans_images": f"first {args.ans_n} training images of {train_set.source}, no augmentation",
+            "rule": bits_from_ans.__doc__.split("\n\n")[1].strip(),
+            "from": {"weights": str(weight_paths(args.quanos_from)[0]),
+                     "npz_sha256": file_sha256(weight_paths(args.quanos_from)[0]), "accuracy": meta.get("accuracy")}}
+
+
+def initial_model(args, plan: dict | None) -> TorchVGG:
+    """A fresh network, or for QUANOS the full-precision one with its weights fake-quantised per `plan`."""
+    if plan is None:
+        return TorchVGG(args.model)
+    model = from_nxbar(load_model(args.quanos_from)[0])
+    model.weight_bits = {f"{name}.weight": b for name, b in plan["bits"].items()}
+    return model
+
+
+def train(args, ckpt_dir: Path, train_set, test_set, plan: dict | None = None) -> dict:
+    """Run (or resume) training to args.epochs (from `plan`'s QUANOS start if given); return the final state."""
+    recipe = recipe_of(args)
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path = ckpt_dir / "checkpoint.pt"
     torch.manual_seed(args.seed)
-    model = TorchVGG(args.model)
+    model = initial_model(args, plan)
     opt = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=MOMENTUM, nesterov=True,
                           weight_decay=WEIGHT_DECAY)
     gen = torch.Generator().manual_seed(args.seed)
@@ -314,12 +389,12 @@ def train(args, ckpt_dir: Path, train_set, test_set) -> dict:
         raise ValueError(f"--batch-size {args.batch_size} exceeds the {len(labels)} training images")
     total = steps * args.epochs
     state = {"recipe": recipe, "command": _command(), "epoch": 0, "step": 0, "log": [], "perm": None,
-             "sums": [0.0, 0, 0], "seconds": 0.0}
+             "sums": [0.0, 0, 0], "seconds": 0.0, "quanos": plan}
     if ckpt_path.exists():
         state = torch.load(ckpt_path, weights_only=False)
-        if state["recipe"] != recipe:
-            raise ValueError(f"{ckpt_path} was made with {state['recipe']}, not {recipe}; "
-                             "use the same options or another --checkpoint-dir")
+        if state["recipe"] != recipe or state.get("quanos") != plan:
+            raise ValueError(f"{ckpt_path} was made with {state['recipe']} (QUANOS plan {state.get('quanos')}), "
+                             f"not {recipe} (plan {plan}); use the same options or another --checkpoint-dir")
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         gen.set_state(state["rng"])
@@ -391,9 +466,16 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", choices=["vgg8", "vgg16"], default="vgg8")
-    p.add_argument("--epochs", type=int, default=15)
+    p.add_argument("--epochs", type=int, default=None, help="default 15, or 3 with --quanos-from")
     p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--lr", type=float, default=0.1, help="peak learning rate of the one-cycle schedule")
+    p.add_argument("--lr", type=float, default=None,
+                   help="peak learning rate of the one-cycle schedule; default 0.1, or 0.01 with --quanos-from")
+    p.add_argument("--quanos-from", default=None,
+                   help="QUANOS: fine-tune this full-precision nxbar weight file into <model>q (hybrid precision)")
+    p.add_argument("--widths", default=",".join(map(str, DEFAULT_WIDTHS)),
+                   help="QUANOS bit widths handed out by ANS rank, comma-separated")
+    p.add_argument("--ans-n", type=int, default=512, help="QUANOS: training images for the ANS")
+    p.add_argument("--ans-eps", type=float, default=0.1, help="QUANOS: FGSM eps (pixel units) for the ANS")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data", default=str(REPO.parent / "shared/data/cifar-10-images-jpeg.zip"),
                    help="CIFAR-10 image folder (zip or folder) with train/ and test/")
@@ -408,6 +490,13 @@ def parse_args(argv=None):
     p.add_argument("--print-every", type=int, default=10)
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args(argv)
+    quanos = args.quanos_from is not None
+    args.epochs = args.epochs if args.epochs is not None else 3 if quanos else 15
+    args.lr = args.lr if args.lr is not None else 0.01 if quanos else 0.1
+    try:
+        args.widths = [int(w) for w in args.widths.split(",")]
+    except ValueError:
+        raise ValueError(f"--widths {args.widths!r}: expected integers such as 2,4") from None
     for name in ("epochs", "batch_size", "print_every", "threads"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
@@ -432,7 +521,8 @@ def training_data(args, embedded: Dataset) -> tuple[Dataset, Dataset]:
 def main(argv=None) -> dict:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
-    stem = f"{args.model}_cifar10"
+    name = f"{args.model}q" if args.quanos_from else args.model
+    stem = f"{name}_cifar10"
     ckpt_dir = Path(args.checkpoint_dir or Path.home() / ".cache/nxbar/train" / stem).expanduser()
     embedded = load_dataset("embedded")
     emb = (embedded.images[:args.limit_eval], embedded.labels[:args.limit_eval])
@@ -441,10 +531,12 @@ def main(argv=None) -> dict:
         if state["epoch"] < state["recipe"]["epochs"]:
             raise ValueError(f"{ckpt_dir}: training stopped at epoch {state['epoch']} of "
                              f"{state['recipe']['epochs']}; run without --export-only to finish it")
-        model = TorchVGG(state["recipe"]["model"])
+        model = initial_model(args, state.get("quanos"))
         model.load_state_dict(state["model"])
     else:
-        state = train(args, ckpt_dir, *training_data(args, embedded))
+        train_set, test_set = training_data(args, embedded)
+        plan = quanos_plan(args, train_set) if args.quanos_from else None
+        state = train(args, ckpt_dir, train_set, test_set, plan)
         model = state["torch_model"]
     jpeg_test = load_image_folder(args.data, split="test")
     if list(jpeg_test.class_names) != list(embedded.class_names):
@@ -461,6 +553,12 @@ def main(argv=None) -> dict:
         "epochs": state["epoch"], "final_train_loss": float(log[-1]["train_loss"]),
         "final_train_acc": float(log[-1]["train_acc"]), "seconds": sum(float(r["seconds"]) for r in log),
     }}
+    if state.get("quanos"):
+        plan = state["quanos"]
+        meta.update(model=name, layer_bits=[plan["bits"][n.rsplit(".", 1)[0]] for n in mvm_names(args.model)],
+                    quanos=plan)
+        meta["training"]["recipe"]["quantisation"] = ("QAT: weights fake-quantised per layer (layer_bits), "
+                                                      "straight-through gradient; exported quantised")
     n = min(PARITY_IMAGES, len(emb[1]))
     export(model, Path(args.out_dir) / stem, class_names=embedded.class_names,
            parity_set=(emb[0][:n], emb[1][:n]),
