@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Every long job of the project, in order: training and export of the shipped networks, then the stored
+# reference results. Each step resumes where it stopped (training from its checkpoint, `nxbar reproduce`
+# from the cells already in its CSV) or is skipped when its output exists, so after a session ends the
+# same command simply goes on:
+#
+#   setsid nohup nice -n 10 bash tools/pipeline.sh >> ~/.cache/nxbar/pipeline.log 2>&1 < /dev/null &
+#
+# Outputs land in the working tree (weights/, reference_results/); committing them is left to a person,
+# once each is final. One instance at a time (flock).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+mkdir -p ~/.cache/nxbar
+exec 9> ~/.cache/nxbar/pipeline.lock
+flock -n 9 || { echo "tools/pipeline.sh is already running"; exit 1; }
+
+step() { echo "== $(date -u +%FT%TZ) $*"; "$@"; }
+train() {  # train() MODEL EPOCHS [more train_export options]: skipped once weights/<stem>.json exists
+    local stem="$1_cifar10"; [[ " $* " == *" --quanos-from "* ]] && stem="$1q_cifar10"
+    [[ -f "weights/$stem.json" ]] || step python3 tools/train_export.py --model "$1" --epochs "$2" "${@:3}"
+}
+reproduce() { for name in "$@"; do step python3 cli.py reproduce "$name"; done; }
+threats() {  # threats() SIZE: the VGG8 attacker x victim matrix on SIZE x SIZE crossbars
+    local out="reference_results/threats/vgg8_xbar$1.json"
+    mkdir -p reference_results/threats
+    [[ -f "$out" ]] || step python3 cli.py threats --model vgg8 --xbar "$1" --json "$out"
+}
+
+train vgg8 15
+reproduce nf table2 table1
+threats 32; threats 16; threats 64
+train vgg8 3 --quanos-from weights/vgg8_cifar10
+reproduce table3 fig9 fig8a fig8b
+train vgg16 20
+train vgg16 3 --quanos-from weights/vgg16_cifar10
+reproduce fig4 fig5 fig6 fig10
+step python3 cli.py reproduce --figures
+step python3 cli.py reproduce --report
+echo "== $(date -u +%FT%TZ) pipeline finished"
