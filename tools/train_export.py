@@ -378,7 +378,7 @@ def train(args, ckpt_dir: Path, train_set, test_set, plan: dict | None = None) -
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path = ckpt_dir / "checkpoint.pt"
     torch.manual_seed(args.seed)
-    model = initial_model(args, plan)
+    model = initial_model(args, plan).to(memory_format=torch.channels_last)  # NHWC in oneDNN: ~1.07x here
     opt = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=MOMENTUM, nesterov=True,
                           weight_decay=WEIGHT_DECAY)
     gen = torch.Generator().manual_seed(args.seed)
@@ -413,7 +413,7 @@ def train(args, ckpt_dir: Path, train_set, test_set, plan: dict | None = None) -
         t0, t_last, n_last = time.time(), time.time(), 0
         for step in range(state["step"], steps):
             idx = state["perm"][step * args.batch_size:(step + 1) * args.batch_size]
-            x, y = random_augment(images[idx], gen), labels[idx]
+            x, y = random_augment(images[idx], gen).contiguous(memory_format=torch.channels_last), labels[idx]
             lr = one_cycle((epoch - 1) * steps + step, total, args.lr)
             for group in opt.param_groups:
                 group["lr"] = lr
