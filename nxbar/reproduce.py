@@ -312,6 +312,23 @@ def run(name: str, *, quick: bool = False, n: int | None = None, out: str | Path
     return csv_path
 
 
+def recompute(name: str, row: dict, *, weights: dict | None = None, cache_dir=None) -> dict:
+    """Compute once more the cell of experiment `name` that the stored CSV `row` describes (same key
+    columns; a full run, default physics), on the same first n embedded images. Returns the result columns
+    as the CSV stores them, so a stored table can be checked cell by cell (the engine is deterministic)."""
+    from nxbar.data import load_dataset
+
+    key = tuple(row.get(c, "") for c in KEY_COLUMNS)
+    cell = next((c for c in experiment_cells(name) if c.key() == key), None)
+    if cell is None:
+        raise ValueError(f"no cell of experiment {name!r} has the key {dict(zip(KEY_COLUMNS, key))}")
+    ds = load_dataset("embedded")
+    n = int(row["n"]) if row.get("n") else len(ds.labels)
+    paths = {} if cell.mode == "nf" and cell.layer == "tiles" else {cell.model: find_weights(cell.model, weights)}
+    runner = _Runner(ds.images[:n], ds.labels[:n], paths, None, cache_dir)
+    return {k: _fmt(v) for k, v in runner.compute(cell).items()}
+
+
 def copy_paper_tables(source: str | Path = PAPER_SOURCE, out: str | Path = DEFAULT_OUT) -> list[Path]:
     """Copy the paper's own tables (<repo>/../shared/paper/*.csv) into `<out>/paper/`; return the copies."""
     dest = Path(out) / "paper"

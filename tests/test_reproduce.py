@@ -111,6 +111,12 @@ def test_quick_run_rows_json_and_resume(tmp_path, vgg8_weights, monkeypatch):
     else:
         assert record["figure"].startswith("not drawn:")
 
+    # a stored cell computed again from its row alone (software cells carry no physics: the full grid's key)
+    again = rp.recompute("table1", rows[0], weights={"vgg8": vgg8_weights})
+    assert again == {k: rows[0][k] for k in again} and set(again) == {"n", "clean_correct", "CA", "adv_correct", "AA", "AL"}
+    with pytest.raises(ValueError, match="no cell of experiment 'table2' has the key"):
+        rp.recompute("table2", rows[0], weights={"vgg8": vgg8_weights})
+
     # resume: nothing left to compute, so no attack runs at all
     calls = []
     real = rp.make_adversarial

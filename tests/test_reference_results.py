@@ -1,0 +1,63 @@
+"""The stored reference results (reference_results/, issue 6): every stored table complete and internally
+consistent, made by a full run with the shipped weights; a few cheap cells computed again give exactly the
+stored counts (the engine is deterministic); README.md is the report generated from exactly these tables."""
+
+import json
+import shutil
+
+import pytest
+
+import nxbar.reproduce as rp
+from nxbar.crossbar.config import CrossbarConfig
+from nxbar.weights import file_sha256, weight_paths
+
+RESULTS = rp.DEFAULT_OUT
+STORED = [name for name in rp.EXPERIMENTS if (RESULTS / f"{name}.csv").is_file()]
+# Cheap cells computed again on the stored number of images: FGSM needs one gradient per image; 16x16 maps fastest.
+RECOMPUTED = [
+    ("table1", {"mode": "SW", "eps": "0.1", "eps_space": "pixel"}),
+    ("table1", {"mode": "HH", "xbar": "16", "eps": "0.1", "eps_space": "pixel", "chip_seed": "0"}),
+    ("nf", {"layer": "tiles", "xbar": "16"}),
+    ("nf", {"layer": "conv3.weight", "xbar": "16"}),
+]
+
+
+def test_readme_is_the_report_of_the_stored_tables(tmp_path):
+    for path in RESULTS.glob("*.csv"):
+        shutil.copy(path, tmp_path / path.name)
+    shutil.copytree(RESULTS / "paper", tmp_path / "paper")
+    assert rp.report(tmp_path).read_text() == (RESULTS / "README.md").read_text(), \
+        "reference_results/README.md is stale: run `nxbar reproduce --report`"
+
+
+@pytest.mark.parametrize("name", STORED)
+def test_stored_table_is_complete_consistent_and_made_with_the_shipped_weights(name):
+    rows = rp.read_rows(RESULTS / f"{name}.csv")
+    record = json.loads((RESULTS / f"{name}.json").read_text())
+    assert record["experiment"] == name and not record["quick"] and record["base_physics"] == {}
+    assert record["crossbar_defaults"] == json.loads(json.dumps(CrossbarConfig().as_dict()))
+    keys = [tuple(r[c] for c in rp.KEY_COLUMNS) for r in rows]
+    assert sorted(keys) == sorted(c.key() for c in rp.experiment_cells(name)), "grid incomplete or cells repeated"
+    for model, w in record["weights"].items():
+        shipped = weight_paths(rp.find_weights(model))[0]
+        assert w["npz_sha256"] == file_sha256(shipped), f"{name} was made with other {model} weights"
+    for r in rows:
+        if r["mode"] == "nf":
+            assert 0 < float(r["nf"]) < 1
+            continue
+        n = int(r["n"])
+        assert n == record["data"]["n_images"] == 1000
+        assert float(r["CA"]) == 100.0 * int(r["clean_correct"]) / n
+        if r["mode"] != "clean":
+            assert float(r["AA"]) == 100.0 * int(r["adv_correct"]) / n
+            assert float(r["AL"]) == pytest.approx(float(r["CA"]) - float(r["AA"]), abs=1e-9)
+
+
+@pytest.mark.parametrize("name,match", [(n, m) for n, m in RECOMPUTED if n in STORED])
+def test_cheap_cells_computed_again_give_the_stored_numbers(name, match, tmp_path):
+    row = next(r for r in rp.read_rows(RESULTS / f"{name}.csv") if all(r[k] == v for k, v in match.items()))
+    again = rp.recompute(name, row, cache_dir=tmp_path)
+    if name == "nf":
+        assert float(again["nf"]) == pytest.approx(float(row["nf"]), rel=1e-12)
+    else:
+        assert again == {k: row[k] for k in again}
