@@ -128,7 +128,8 @@ def info():
         meta = json.loads(path.read_text())
         acc = meta.get("accuracy", {})
         accs = ", ".join(f"{k} {v['accuracy'] * 100:.2f}%" if isinstance(v, dict) else f"{k} {v}" for k, v in acc.items())
-        click.echo(f"  {path.stem:16s} {meta.get('arch')} {meta.get('dataset')} {accs or '(no recorded accuracy)'}")
+        bits = f" layer bits {'/'.join(map(str, meta['layer_bits']))}" if "layer_bits" in meta else ""
+        click.echo(f"  {path.stem:16s} {meta.get('arch')} {meta.get('dataset')} {accs or '(no recorded accuracy)'}{bits}")
     if not found:
         click.echo("  none (train and export with tools/train_export.py)")
     click.echo("\nData sources:")
