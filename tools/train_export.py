@@ -24,7 +24,8 @@ nxbar.weights.save_weights, after a parity check of nxbar's NumPy engine against
   input gradients: max |dx_nxbar - dx_torch| / max |dx_torch|       < 1e-6  (dx = d mean-CE / d pixel)
                    in float64, on the images without a tied max-pool window (see `parity`)
 The json records the command, recipe, seed, epochs, final training loss, the parity numbers and the clean
-accuracy measured by nxbar's engine on the embedded 1,000 lossless test images and on the JPEG test split.
+accuracy measured by nxbar's engine on the embedded 1,000 lossless test images (and on their first 200, which
+tests/test_shipped_weights.py recounts) and on the JPEG test split.
 The per-epoch log goes to <results-dir>/<model>_cifar10.csv.
 
 QUANOS (SPEC 6, issue 7): `--quanos-from weights/vgg8_cifar10 --epochs 3` fine-tunes the trained network with
@@ -563,6 +564,7 @@ def main(argv=None) -> dict:
     export(model, Path(args.out_dir) / stem, class_names=embedded.class_names,
            parity_set=(emb[0][:n], emb[1][:n]),
            eval_sets={"embedded_lossless_test": (*emb, embedded.source),
+                      "embedded_lossless_test_first200": (emb[0][:200], emb[1][:200], embedded.source + ", first 200"),
                       "jpeg_test": (*jpeg, jpeg_test.source + " (JPEG test images)")},
            meta=meta)
     write_csv(Path(args.results_dir) / f"{stem}.csv", log)
