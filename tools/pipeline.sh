@@ -20,10 +20,10 @@ train() {  # train() MODEL EPOCHS [more train_export options]: skipped once weig
     [[ -f "weights/$stem.json" ]] || step python3 tools/train_export.py --model "$1" --epochs "$2" "${@:3}"
 }
 reproduce() { for name in "$@"; do step python3 cli.py reproduce "$name"; done; }
-threats() {  # threats() SIZE: the VGG8 attacker x victim matrix on SIZE x SIZE crossbars
+threats() {  # threats() SIZE: the VGG8 attacker x victim matrix on SIZE x SIZE crossbars, 500 images (11 PGD runs)
     local out="reference_results/threats/vgg8_xbar$1.json"
     mkdir -p reference_results/threats
-    [[ -f "$out" ]] || step python3 cli.py threats --model vgg8 --xbar "$1" --json "$out"
+    [[ -f "$out" ]] || step python3 cli.py threats --model vgg8 --xbar "$1" --n 500 --json "$out"
 }
 
 train vgg8 15
