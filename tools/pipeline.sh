@@ -7,7 +7,8 @@
 #   setsid nohup nice -n 10 bash tools/pipeline.sh >> ~/.cache/nxbar/pipeline.log 2>&1 < /dev/null &
 #
 # Outputs land in the working tree (weights/, reference_results/); committing them is left to a person,
-# once each is final. One instance at a time (flock).
+# once each is final. One instance at a time (flock). While it runs, change this file only by replacing it
+# (write a copy, then mv): bash reads a running script as it goes, and an edit in place corrupts that.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p ~/.cache/nxbar
