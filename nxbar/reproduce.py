@@ -171,10 +171,12 @@ def find_weights(model: str, weights: dict | None = None) -> Path:
     """Weight file stem of `model`: weights[model] if given, else the shipped one; a clear error if missing."""
     path = Path((weights or {}).get(model) or resolve_weights(model, DATASET))
     npz, js = weight_paths(path)
+    arch = model.removesuffix("q")
+    how = f"--model {arch}" + (f" --quanos-from weights/{arch}_{DATASET}" if model != arch else "")
     for p in (js, npz):
         if not p.is_file():
             raise WeightFileError(f"{p}: weight file not found; the {model} weights must be trained first "
-                                  f"(tools/train_export.py --model {model}) or given explicitly")
+                                  f"(tools/train_export.py {how}) or given explicitly")
     return path
 
 

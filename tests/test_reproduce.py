@@ -163,6 +163,8 @@ def test_missing_weights_error(tmp_path):
                                               r"trained first \(tools/train_export\.py --model vgg8\)"):
         rp.run("table1", quick=True, n=8, out=tmp_path, weights={"vgg8": tmp_path / "vgg8_none"})
     assert not (tmp_path / "table1_quick.csv").exists()
+    with pytest.raises(WeightFileError, match=r"train_export\.py --model vgg8 --quanos-from weights/vgg8_cifar10\)"):
+        rp.find_weights("vgg8q", {"vgg8q": tmp_path / "vgg8q_none"})
 
 
 def _write(path, cells, al_of, ca_of=lambda c: 90.0):
