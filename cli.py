@@ -312,8 +312,8 @@ def grade(assignment, student_file):
 @model_and_data_options
 @click.option("--attack", type=click.Choice(["fgsm", "pgd"]), default="fgsm", show_default=True)
 @click.option("--eps", "eps_text", default="0.1", show_default=True, help="Budget in pixel units, e.g. 0.1 or 8/255.")
-@click.option("--widths", default="2,4", show_default=True,
-              help="Bit widths to hand out, comma-separated (nxbar.quanos.DEFAULT_WIDTHS).")
+@click.option("--widths", default=None,
+              help="Bit widths to hand out, comma-separated [default: nxbar.quanos.DEFAULT_WIDTHS, 2,4].")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, writable=True), default=None)
 @_fail_cleanly
 def ans(model, dataset, weights, data, split, n, attack, eps_text, widths, json_path):
@@ -322,9 +322,10 @@ def ans(model, dataset, weights, data, split, n, attack, eps_text, widths, json_
 
     from nxbar.attacks import parse_fraction
     from nxbar.experiments import AttackConfig
-    from nxbar.quanos import attack_ans, bits_from_ans
+    from nxbar.quanos import DEFAULT_WIDTHS, attack_ans, bits_from_ans
 
     cfg = AttackConfig(attack=attack, eps=parse_fraction(eps_text, "eps"))
+    widths = widths or ",".join(map(str, DEFAULT_WIDTHS))
     try:
         width_list = [int(w) for w in widths.split(",")]
     except ValueError:
