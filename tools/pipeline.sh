@@ -20,6 +20,10 @@ train() {  # train() MODEL EPOCHS [more train_export options]: skipped once weig
     local stem="$1_cifar10"; [[ " $* " == *" --quanos-from "* ]] && stem="$1q_cifar10"
     [[ -f "weights/$stem.json" ]] || step python3 tools/train_export.py --model "$1" --epochs "$2" "${@:3}"
 }
+evaluate() {  # the main command on the shipped VGG8 (1,000 images, PGD, SW/SH/HH, 32x32), timed in its json
+    local out="reference_results/evaluate_vgg8_xbar32_pgd.json"
+    [[ -f "$out" ]] || step python3 cli.py evaluate --model vgg8 --xbar 32 --attack pgd --json "$out"
+}
 reproduce() { for name in "$@"; do step python3 cli.py reproduce "$name"; done; }
 threats() {  # threats() SIZE: the VGG8 attacker x victim matrix on SIZE x SIZE crossbars, 500 images (11 PGD runs)
     local out="reference_results/threats/vgg8_xbar$1.json"
@@ -28,7 +32,8 @@ threats() {  # threats() SIZE: the VGG8 attacker x victim matrix on SIZE x SIZE 
 }
 
 train vgg8 15
-reproduce nf table2 table1
+evaluate
+reproduce nf table1 table2
 threats 32; threats 16; threats 64
 train vgg8 3 --quanos-from weights/vgg8_cifar10
 reproduce table3 fig9 fig8a fig8b
