@@ -370,16 +370,20 @@ def _input_label(r: dict) -> str:
     return f"{r['input_bits']}-bit input" if r.get("input_bits") else ""
 
 
-def _means(rows: list[dict], value: str) -> dict[tuple, list[float]]:
-    """{(model, eps_space, physics label, setting, mode, eps label, input label, attack): [value per chip seed]}."""
+def _group(rows: list[dict], key, value: str) -> dict[tuple, list[float]]:
+    """{key(row): [float(row[value]) of each row with that key, in order]}; rows without the value are left out."""
     out: dict[tuple, list[float]] = {}
     for r in rows:
-        if r[value] == "":
-            continue
-        eps = eps_label(r["attack"], float(r["eps"])) if r["attack"] else ""
-        key = (r["model"], r["eps_space"], physics_label(r), _setting(r), r["mode"], eps, _input_label(r), r["attack"])
-        out.setdefault(key, []).append(float(r[value]))
+        if r[value] != "":
+            out.setdefault(key(r), []).append(float(r[value]))
     return out
+
+
+def _means(rows: list[dict], value: str) -> dict[tuple, list[float]]:
+    """{(model, eps_space, physics label, setting, mode, eps label, input label, attack): [value per chip seed]}."""
+    return _group(rows, lambda r: (r["model"], r["eps_space"], physics_label(r), _setting(r), r["mode"],
+                                   eps_label(r["attack"], float(r["eps"])) if r["attack"] else "",
+                                   _input_label(r), r["attack"]), value)
 
 
 def _stat(values: list[float]) -> str:
@@ -438,9 +442,7 @@ def _attack_table(rows: list[dict], paper: dict) -> str:
 
 
 def _clean_table(rows: list[dict]) -> str:
-    ca: dict[tuple, list[float]] = {}
-    for r in rows:
-        ca.setdefault((r["model"], _setting(r)), []).append(float(r["CA"]))
+    ca = _group(rows, lambda r: (r["model"], _setting(r)), "CA")
     cols = list(dict.fromkeys(s for _, s in ca))
     body = [[m, *[_stat(ca[(m, c)]) if (m, c) in ca else "-" for c in cols]] for m in dict.fromkeys(m for m, _ in ca)]
     return "Clean accuracy CA in percent:\n\n" + _markdown(["model", *cols], body)
@@ -475,10 +477,8 @@ def _below_software(name: str, rows: list[dict]) -> list[tuple[str, bool]]:
 
 
 def _c2(res):
-    ca: dict[tuple, list[float]] = {}
-    for r in res.get("fig4", []):
-        ca.setdefault((r["model"], _setting(r)), []).append(float(r["CA"]))
-    ca = {k: float(np.mean(v)) for k, v in ca.items()}
+    by_setting = _group(res.get("fig4", []), lambda r: (r["model"], _setting(r)), "CA")
+    ca = {k: float(np.mean(v)) for k, v in by_setting.items()}
     checks = []
     for (model, setting), v in ca.items():
         if setting != "software" and (model, "software") in ca:
@@ -547,9 +547,7 @@ def _c7(res):
             for other in ("", "8-bit input", "2-bit input"):
                 if (o := al.get(_swap(k, 6, other))) is not None:
                     checks.append(_check(f"fig9 {k[3]} {k[4]} eps {k[5]} AL 4-bit vs {other or 'no'} input", v, o, v < o))
-    ca: dict[tuple, list[float]] = {}
-    for r in rows:
-        ca.setdefault((_setting(r), r["mode"], _input_label(r)), []).append(float(r["CA"]))
+    ca = _group(rows, lambda r: (_setting(r), r["mode"], _input_label(r)), "CA")
     for (setting, mode, label), v in ca.items():
         if label == "2-bit input" and (four := ca.get((setting, mode, "4-bit input"))):
             checks.append(_check(f"fig9 {setting} {mode} CA 2-bit vs 4-bit input", np.mean(v), np.mean(four),

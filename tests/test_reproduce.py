@@ -251,3 +251,18 @@ def test_cli(tmp_path):
     for args, message in (((), "give an experiment NAME"), (("table9",), "experiment 'table9' unknown")):
         result = invoke(*args)
         assert result.exit_code == 2 and message in result.output
+
+
+def test_clean_accuracy_verdict_and_table_on_hand_made_results(tmp_path):
+    ca = {None: 91.0, 16: 90.0, 32: 89.5, 64: 88.0}  # software > 16 > 32 > 64 for both models -> C2 holds
+    cells = rp.experiment_cells("fig4")
+    _write(tmp_path / "fig4.csv", cells, lambda c: 0.0, lambda c: ca[c.size] - (1.0 if c.model == "vgg16" else 0.0))
+    v = rp.verdicts(rp.load_results(tmp_path))
+    assert v["C2"] == ("holds", "10/10 comparisons hold, e.g. fig4 vgg8 CA xbar16 vs software: 90.00 vs 91.00")
+    assert "| vgg16 | 90.00 | 89.00 | 88.50 | 87.00 |" in rp.report(tmp_path).read_text()
+
+    ca[64] = 89.75  # 64x64 above 32x32: fails for both models, with the numbers
+    _write(tmp_path / "fig4.csv", cells, lambda c: 0.0, lambda c: ca[c.size] - (1.0 if c.model == "vgg16" else 0.0))
+    assert rp.verdicts(rp.load_results(tmp_path))["C2"] == (
+        "does not hold", "8/10 comparisons hold; fails: fig4 vgg8 CA xbar64 vs xbar32: 89.75 vs 89.50; "
+                         "fig4 vgg16 CA xbar64 vs xbar32: 88.75 vs 88.50")
