@@ -392,7 +392,7 @@ def threats(model, dataset, weights, data, split, n, size, eps_text, steps, alph
     click.echo(format_report(report))
     if json_path:
         with open(json_path, "w") as f:
-            json.dump({**report, "data": ds.source, "n_images": int(len(ds.labels)),
+            json.dump({**report, "model": model, "data": ds.source, "n_images": int(len(ds.labels)),
                        "npz_sha256": meta["npz_sha256"], "versions": nxbar.versions()}, f, indent=2)
         click.echo(f"wrote {json_path}")
 
@@ -514,7 +514,9 @@ def evaluate(model, dataset, weights, data, split, n, size, attack, eps_text, ep
 @main.command()
 @click.argument("name", required=False)
 @click.option("--list", "list_only", is_flag=True, help="List the experiments and their cell counts.")
-@click.option("--report", "write_report", is_flag=True, help="Write README.md (tables, claim verdicts) from the stored CSVs.")
+@click.option("--report", "write_report", is_flag=True,
+              help="Write README.md (tables, claim verdicts, threat-model section) from the stored CSVs and "
+                   "threats/*.json.")
 @click.option("--figures", "draw_figures", is_flag=True,
               help="Draw NAME.png for every stored CSV (needs matplotlib: pip install 'nxbar[plot]').")
 @click.option("--quick", is_flag=True, help="Small smoke version (few cells, 16 images), stored as NAME_quick.csv.")

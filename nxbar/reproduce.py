@@ -8,7 +8,9 @@ Every finished cell is appended at once to `<out>/<NAME>.csv` (one row per cell)
 by skipping the cells already there; `<out>/<NAME>.json` records the configuration, weight hashes, versions
 and wall time. SW adversarial inputs are made once per attack setting and reused for every SH cell.
 Hardware cells at FGSM 0.1 and PGD 8/255 run on three chip seeds (the paper reports one chip).
-`report()` writes `<out>/README.md`: our tables beside the paper's and a verdict for each claim C1..C11.
+`report()` writes `<out>/README.md`: our tables beside the paper's, a verdict for each claim C1..C11, and from
+the stored `nxbar threats` matrices (`<out>/threats/*.json`) which attacker the chips' robustness survives,
+with the gradient-masking sanity checks.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ from nxbar.crossbar.mapped import map_model, random_tile_nf
 from nxbar.defences import InputDiscretization
 from nxbar.experiments import AttackConfig, count_correct, make_adversarial
 from nxbar.models.arch import mvm_names
+from nxbar.sanity import describe
+from nxbar.threats import KNOWS, robustness
 from nxbar.weights import WeightFileError, file_sha256, layer_bits, load_model, resolve_weights, weight_paths
 
 REPO = Path(__file__).resolve().parents[1]
@@ -619,10 +623,61 @@ def verdicts(results: dict[str, list[dict]]) -> dict[str, tuple[str, str]]:
     return out
 
 
+def load_threats(out: str | Path = DEFAULT_OUT) -> dict[str, dict]:
+    """{file stem: stored `nxbar threats --json` report} of every `<out>/threats/*.json`, sorted by name."""
+    return {p.stem: json.loads(p.read_text()) for p in sorted((Path(out) / "threats").glob("*.json"))}
+
+
+def _sanity_summary(threats: dict[str, dict]) -> str:
+    checks = [(stem, target, c) for stem, rep in threats.items() for target, cs in rep["checks"].items() for c in cs]
+    if not checks:
+        return ("Gradient-masking sanity checks (Carlini et al.) of the white-box PGD behind these claims: not run "
+                "yet (they are stored with the threat matrices, `nxbar threats --json reference_results/threats/...`).")
+    failed = [f"{stem} {target} {c['name']}" for stem, target, c in checks if not c["passed"]]
+    return (f"Gradient-masking sanity checks (Carlini et al.) of the white-box PGD behind these claims: "
+            f"{len(checks) - len(failed)}/{len(checks)} pass" + (f"; failing: {'; '.join(failed)}" if failed else "")
+            + " (section 'Threat models' below).")
+
+
+def _threats_section(threats: dict[str, dict]) -> list[str]:
+    lines = ["## Threat models: which attacker the chips' robustness survives (`nxbar threats`)", ""]
+    if not threats:
+        return lines + ["Not run: no `threats/*.json` yet (`nxbar threats --model vgg8 --xbar 32 --json "
+                        "reference_results/threats/vgg8_xbar32.json`).", ""]
+    lines += ["The study's robustness is the chips' PGD adversarial loss falling below the software model's under "
+              "its own white-box attack: gap = AL(SW) - AL(attacker -> chips), percentage points, chips averaged. "
+              "It survives an attacker when the gap exceeds two binomial standard errors of the chips' AA.", ""]
+    for stem, rep in threats.items():
+        a, size = rep["attack"], rep["config"]["size"]
+        seeds = ", ".join(str(p["seed"]) for p in next(r for r in rep["rows"] if r["victim"] == "chips")["per_seed"])
+        lines += [f"### {stem}: {rep['model']} on {size}x{size} crossbars, PGD eps "
+                  f"{eps_label('pgd', a['eps'])} ({a['eps_space']}), {a['steps']} steps, {rep['n_images']} images, "
+                  f"victim chips {seeds}", ""]
+        on_software = {r["attacker"]: r["AL"] for r in rep["rows"] if r["victim"] == "software"}
+        left = robustness(rep)
+        body = [[r["attacker"], KNOWS[r["attacker"]], f"{on_software[r['attacker']]:.2f}",
+                 f"{r['AL']:.2f} ± {r['AL_std']:.2f}", f"{r['gap_pp']:+.2f} (noise {r['noise_pp']:.2f})",
+                 "yes" if r["survives"] else "no"] for r in left]
+        lines += [_markdown(["attacker", "knows", "AL software", "AL chips", "gap to SW (pp)", "survives"], body), ""]
+        by = {r["attacker"]: r for r in left}
+        strongest = max(left, key=lambda r: r["AL"])
+        study = ", ".join(f"{mode} {by[name]['gap_pp']:.2f} pp"
+                          for mode, name in (("SH", "software"), ("HH", "white-box")) if name in by)
+        lines += [f"The study's gaps: {study}. Strongest attacker on the chips: {strongest['attacker']} "
+                  f"(AL {strongest['AL']:.2f}), gap {strongest['gap_pp']:+.2f} pp: the robustness "
+                  + ("survives it." if strongest["survives"] else "does not survive it."), ""]
+        body = [[target, c["name"], "pass" if c["passed"] else "FAIL", describe(c)]
+                for target, checks in rep["checks"].items() for c in checks]
+        lines += [f"Sanity checks (first {rep['sanity_images']} images):", "",
+                  _markdown(["target", "check", "verdict", "numbers"], body), ""]
+    return lines
+
+
 def report(out: str | Path = DEFAULT_OUT) -> Path:
-    """Write `<out>/README.md` from the stored CSVs: claim verdicts, then each table beside the paper's."""
+    """Write `<out>/README.md` from the stored CSVs and threat matrices: claim verdicts with the sanity checks
+    behind them, each table beside the paper's, then the threat-model section."""
     out = Path(out)
-    results = load_results(out)
+    results, threats = load_results(out), load_threats(out)
     lines = ["# Reference results", "",
              "Generated by `nxbar reproduce --report` from the CSVs in this folder (`nxbar reproduce NAME` writes "
              "`NAME.csv`, one row per cell, and `NAME.json`). The paper's tables are in `paper/`. Verdicts are "
@@ -630,7 +685,7 @@ def report(out: str | Path = DEFAULT_OUT) -> Path:
              f"where a cell ran on several chips. C6 tolerance {C6_TOLERANCE_PP:g} pp, C9 saturation threshold "
              f"{C9_SATURATION_PP:g} pp, C7 flatness threshold {C7_FLAT_PP:g} pp.", "", "## Claims (SPEC section 1)", ""]
     body = [[claim, CLAIMS[claim][0], verdict, text] for claim, (verdict, text) in verdicts(results).items()]
-    lines += [_markdown(["claim", "statement", "verdict", "numbers"], body), ""]
+    lines += [_markdown(["claim", "statement", "verdict", "numbers"], body), "", _sanity_summary(threats), ""]
     for name, description in EXPERIMENTS.items():
         lines += [f"## {name}: {description}", ""]
         rows = results.get(name)
@@ -643,6 +698,7 @@ def report(out: str | Path = DEFAULT_OUT) -> Path:
         table = (_nf_table(rows) if name == "nf" else _clean_table(rows) if name == "fig4"
                  else _attack_table(rows, _paper(out, name)))
         lines += [table, ""]
+    lines += _threats_section(threats)
     path = out / "README.md"
     path.write_text("\n".join(lines))
     return path

@@ -192,3 +192,23 @@ def sanity_checks(model, x, y, attack: AttackConfig, *, queries: int = 300) -> l
     """All four checks with their defaults (random search with `queries` queries)."""
     return [eps_sweep(model, x, y, attack), steps_restarts(model, x, y, attack),
             gradient_free(model, x, y, attack, queries=queries), loss_increases(model, x, y, attack)]
+
+
+def describe(check: dict) -> str:
+    """One line of the numbers behind a check (its `as_dict` form), e.g. for a report."""
+    v = check["values"]
+    if check["name"] == "eps_sweep":
+        return "accuracy " + ", ".join(f"{a:.1f}% at eps {e:.4g}" for e, a in zip(v["eps"], v["accuracy"]))
+    if check["name"] == "steps_restarts":
+        restarts = v["restart_accuracy"]
+        return (f"PGD {v['accuracy']:.1f}%, with {v['steps']} steps {v['more_steps_accuracy']:.1f}%, "
+                f"{len(restarts)} other starts {np.mean(restarts):.1f}% on average, "
+                f"worst case over all starts {v['worst_case_accuracy']:.1f}%")
+    if check["name"] == "gradient_free":
+        return (f"random search ({v['queries']} queries) {v['random_search_accuracy']:.1f}% "
+                f"vs PGD {v['pgd_accuracy']:.1f}%")
+    if check["name"] == "loss_increases":
+        path = v["loss_path"]
+        return f"mean loss {path[0]:.3f} at the start, {path[-1]:.3f} after the last step"
+    raise ValueError(f"unknown check {check['name']!r}; known: eps_sweep, steps_restarts, gradient_free, "
+                     "loss_increases")

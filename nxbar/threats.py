@@ -18,9 +18,16 @@ import numpy as np
 from nxbar.crossbar.config import CrossbarConfig
 from nxbar.crossbar.mapped import map_model
 from nxbar.experiments import AttackConfig, count_correct, make_adversarial
-from nxbar.sanity import sanity_checks
+from nxbar.sanity import describe, noise_pct, sanity_checks
 
 ATTACKERS = ("white-box", "software", "nominal", "eot", "transfer")
+KNOWS = {  # what each attacker holds of the victim chip
+    "white-box": "the victim itself (SW on software, HH on a chip)",
+    "software": "the software weights only (SH on a chip)",
+    "nominal": "the crossbar design, not the chip's variation draw",
+    "eot": "the design and the chip distribution (EOT over sampled chips)",
+    "transfer": "one other chip of the same design",
+}
 
 
 class EOTModel:
@@ -122,7 +129,7 @@ def threat_report(software, config: CrossbarConfig, images, labels, attack: Atta
                   sanity_images: int = 100, queries: int = 300, cache=True, cache_dir=None, batch_size=200) -> dict:
     """The threat matrix (`threat_matrix`) and, with it, the gradient-masking sanity checks
     (`nxbar.sanity.sanity_checks`) of the white-box attack on the software model and on the first victim
-    chip, run on the first `sanity_images` images. JSON-serialisable: {config, attack, rows, checks}."""
+    chip, run on the first `sanity_images` images. JSON-serialisable: {config, attack, rows, checks, sanity_images}."""
     rows = threat_matrix(software, config, images, labels, attack, victim_seeds=victim_seeds, eot_seeds=eot_seeds,
                          transfer_seed=transfer_seed, cache=cache, cache_dir=cache_dir, batch_size=batch_size)
     first = victim_seeds[0]
@@ -132,7 +139,8 @@ def threat_report(software, config: CrossbarConfig, images, labels, attack: Atta
         x = images[:sanity_images]
         x = x.astype(model.dtype) / 255 if x.dtype == np.uint8 else x.astype(model.dtype)
         checks[name] = [c.as_dict() for c in sanity_checks(model, x, labels[:sanity_images], attack, queries=queries)]
-    return {"config": config.as_dict(), "attack": attack.as_dict(), "rows": rows, "checks": checks}
+    return {"config": config.as_dict(), "attack": attack.as_dict(), "rows": rows, "checks": checks,
+            "sanity_images": int(min(sanity_images, len(labels)))}
 
 
 def format_report(report: dict) -> str:
@@ -144,5 +152,28 @@ def format_report(report: dict) -> str:
         lines.append(f"{r['attacker']:<10} {r['victim']:<9} " + " ".join(f"{c:>14}" for c in cells))
     for target, checks in report["checks"].items():
         for c in checks:
-            lines.append(f"sanity [{target}] {c['name']}: {'pass' if c['passed'] else 'FAIL'}")
+            lines.append(f"sanity [{target}] {c['name']}: {'pass' if c['passed'] else 'FAIL'} ({describe(c)})")
     return "\n".join(lines)
+
+
+def robustness(report: dict) -> list[dict]:
+    """How much of the chips' robustness is left against each attacker of a `threat_report`.
+
+    The study's robustness is the chips' adversarial loss falling below the software model's under its own
+    white-box attack: gap(a) = AL(SW) - AL(a -> chips), in percentage points, AL(SW) the white-box row on
+    the software victim and AL(a -> chips) the mean over the victim chips. It survives attacker a when
+    gap(a) > noise, noise = two binomial standard errors of the chips' mean adversarial accuracy AA on the
+    n images (`nxbar.sanity.noise_pct`). One dict per attacker: attacker, AL, AL_std, gap_pp, noise_pp, survives.
+    """
+    rows = {(r["attacker"], r["victim"]): r for r in report["rows"]}
+    if ("white-box", "software") not in rows:
+        raise ValueError("robustness needs the white-box attacker's row on the software victim (AL of SW); "
+                         f"the report has attackers {', '.join(dict.fromkeys(a for a, _ in rows))}")
+    sw = rows[("white-box", "software")]["AL"]
+    out = []
+    for (attacker, victim), r in rows.items():
+        if victim == "chips":
+            gap, noise = sw - r["AL"], noise_pct(r["AA"], r["n"])
+            out.append({"attacker": attacker, "AL": r["AL"], "AL_std": r["AL_std"], "gap_pp": gap,
+                        "noise_pp": noise, "survives": gap > noise})
+    return out

@@ -204,5 +204,6 @@ def test_threats_command_runs(run, weights, tmp_path):
     assert out.exit_code == 0, out.output
     record = json.loads(path.read_text())
     assert {"config", "attack", "rows", "checks", "npz_sha256", "versions"} <= set(record)
+    assert record["model"] == "vgg8" and record["sanity_images"] == 4 and record["n_images"] == 4
     # ideal crossbars without variation: every chip is the software network, so every attacker hits it alike
     assert len({(r["CA"], r["AA"]) for r in record["rows"]}) == 1

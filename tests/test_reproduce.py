@@ -266,3 +266,42 @@ def test_clean_accuracy_verdict_and_table_on_hand_made_results(tmp_path):
     assert rp.verdicts(rp.load_results(tmp_path))["C2"] == (
         "does not hold", "8/10 comparisons hold; fails: fig4 vgg8 CA xbar64 vs xbar32: 89.75 vs 89.50; "
                          "fig4 vgg16 CA xbar64 vs xbar32: 88.75 vs 88.50")
+
+
+def _threats_json(model, failing_check=None):
+    def row(attacker, victim, al, aa, std=None):
+        extra = {} if std is None else {"CA_std": 0.0, "AA_std": 0.0, "AL_std": std,
+                                         "per_seed": [{"seed": s, "CA": al + aa, "AA": aa, "AL": al} for s in (0, 1, 2)]}
+        return {"attacker": attacker, "victim": victim, "attack": "pgd", "eps": 8 / 255, "eps_space": "pixel",
+                "steps": 10, "n": 500, "CA": al + aa, "AA": aa, "AL": al, **extra}
+
+    rows = [row("white-box", "software", 85.0, 5.0), row("white-box", "chips", 60.0, 25.0, 1.5),
+            row("software", "software", 85.0, 5.0), row("software", "chips", 40.0, 45.0, 2.0),
+            row("eot", "software", 50.0, 40.0), row("eot", "chips", 84.5, 0.5, 0.5)]
+    check = {"name": "loss_increases", "values": {"loss_path": [0.3, 2.5]}, "passed": True}
+    checks = {"software": [check], "chip 0": [{**check, "passed": check["name"] != failing_check}]}
+    attack = {"attack": "pgd", "eps": 8 / 255, "eps_space": "pixel", "steps": 10}
+    return {"model": model, "config": {"size": 32}, "attack": attack, "rows": rows, "checks": checks,
+            "sanity_images": 100, "n_images": 500}
+
+
+def test_report_threat_section_from_stored_matrices(tmp_path):
+    text = rp.report(tmp_path).read_text()
+    assert "of the white-box PGD behind these claims: not run yet" in text
+    assert "Not run: no `threats/*.json` yet" in text
+
+    (tmp_path / "threats").mkdir()
+    (tmp_path / "threats" / "vgg8_xbar32.json").write_text(json.dumps(_threats_json("vgg8", "loss_increases")))
+    text = rp.report(tmp_path).read_text()
+    assert "behind these claims: 1/2 pass; failing: vgg8_xbar32 chip 0 loss_increases (section" in text
+    assert ("### vgg8_xbar32: vgg8 on 32x32 crossbars, PGD eps 8/255 (pixel), 10 steps, 500 images, "
+            "victim chips 0, 1, 2") in text
+    # SW AL 85; chips: white-box 60 (gap 25 > noise 200 sqrt(.25 .75 / 500) = 3.87), software 40 (gap 45),
+    # eot 84.5 (gap 0.5 < noise 200 sqrt(.005 .995 / 500) = 0.63): the robustness does not survive EOT
+    assert ("| white-box | the victim itself (SW on software, HH on a chip) | 85.00 | 60.00 ± 1.50 | "
+            "+25.00 (noise 3.87) | yes |") in text
+    assert ("| eot | the design and the chip distribution (EOT over sampled chips) | 50.00 | 84.50 ± 0.50 | "
+            "+0.50 (noise 0.63) | no |") in text
+    assert ("The study's gaps: SH 45.00 pp, HH 25.00 pp. Strongest attacker on the chips: eot (AL 84.50), "
+            "gap +0.50 pp: the robustness does not survive it.") in text
+    assert "| chip 0 | loss_increases | FAIL | mean loss 0.300 at the start, 2.500 after the last step |" in text

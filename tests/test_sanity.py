@@ -6,6 +6,8 @@ from test_attacks import Linear
 
 from nxbar.experiments import AttackConfig
 from nxbar.sanity import (
+    Check,
+    describe,
     eps_sweep,
     gradient_free,
     loss_increases,
@@ -121,3 +123,18 @@ def test_sanity_checks_need_pgd(batch):
 def test_noise_tolerance_is_two_binomial_standard_errors():
     assert noise_pct(50.0, 100) == pytest.approx(10.0) and noise_pct(0.0, 7) == 0.0 and noise_pct(100.0, 7) == 0.0
     assert noise_pct(40.0, 1000) == pytest.approx(200 * np.sqrt(0.24 / 1000))
+
+
+def test_describe_states_the_numbers_of_each_check():
+    checks = [Check("eps_sweep", {"eps": [8 / 255, 1.0], "accuracy": [12.5, 0.0]}, True),
+              Check("steps_restarts", {"accuracy": 12.0, "more_steps_accuracy": 11.0, "steps": 40,
+                                       "restart_accuracy": [12.0, 13.0], "worst_case_accuracy": 10.0}, True),
+              Check("gradient_free", {"pgd_accuracy": 12.0, "random_search_accuracy": 40.0, "queries": 300}, True),
+              Check("loss_increases", {"loss_path": [0.3514, 1.0, 2.9]}, True)]
+    assert [describe(c.as_dict()) for c in checks] == [
+        "accuracy 12.5% at eps 0.03137, 0.0% at eps 1",
+        "PGD 12.0%, with 40 steps 11.0%, 2 other starts 12.5% on average, worst case over all starts 10.0%",
+        "random search (300 queries) 40.0% vs PGD 12.0%",
+        "mean loss 0.351 at the start, 2.900 after the last step"]
+    with pytest.raises(ValueError, match="unknown check 'oracle'"):
+        describe({"name": "oracle", "values": {}, "passed": True})

@@ -13,6 +13,7 @@ from nxbar.threats import (
     chip,
     format_report,
     nominal_chip,
+    robustness,
     threat_matrix,
     threat_report,
     transfer,
@@ -140,7 +141,7 @@ def test_threat_report_carries_the_matrix_and_the_sanity_checks(net, data, tmp_p
     seeds = {"victim_seeds": (0, 1), "eot_seeds": (10,), "transfer_seed": 20}
     report = threat_report(net, CONFIG, x, y, ATTACK, sanity_images=20, queries=50, cache_dir=tmp_path, **seeds)
     assert report["rows"] == threat_matrix(net, CONFIG, x, y, ATTACK, cache_dir=tmp_path, **seeds)
-    assert list(report["checks"]) == ["software", "chip 0"]
+    assert list(report["checks"]) == ["software", "chip 0"] and report["sanity_images"] == min(20, len(y))
     for checks in report["checks"].values():
         assert [c["name"] for c in checks] == ["eps_sweep", "steps_restarts", "gradient_free", "loss_increases"]
         assert all(c["passed"] for c in checks), checks  # a linear model, on or off the chip, masks nothing
@@ -148,3 +149,24 @@ def test_threat_report_carries_the_matrix_and_the_sanity_checks(net, data, tmp_p
     text = format_report(report).splitlines()
     assert len(text) == 1 + 2 * len(ATTACKERS) + 8
     assert text[2].split()[:2] == ["white-box", "chips"] and "+-" in text[2] and "+-" not in text[1]
+
+
+def _row(attacker, victim, al, aa, al_std=None):
+    return {"attacker": attacker, "victim": victim, "n": 500, "CA": al + aa, "AA": aa, "AL": al,
+            **({} if al_std is None else {"CA_std": 0.0, "AA_std": 0.0, "AL_std": al_std})}
+
+
+def test_robustness_on_a_hand_made_report():
+    rows = [_row("white-box", "software", 50.0, 40.0), _row("white-box", "chips", 20.0, 70.0, 1.0),
+            _row("software", "software", 50.0, 40.0), _row("software", "chips", 10.0, 80.0, 0.5),
+            _row("eot", "software", 30.0, 60.0), _row("eot", "chips", 48.0, 42.0, 2.0)]
+    left = {r["attacker"]: r for r in robustness({"rows": rows})}
+    assert list(left) == ["white-box", "software", "eot"]
+    # noise = 200 sqrt(AA (1 - AA) / n): AA 70% -> 4.099 pp, 80% -> 3.578 pp, 42% -> 4.415 pp
+    assert left["white-box"]["gap_pp"] == 30.0 and left["white-box"]["noise_pp"] == pytest.approx(4.0988, abs=1e-4)
+    assert left["software"]["gap_pp"] == 40.0 and left["software"]["noise_pp"] == pytest.approx(3.5777, abs=1e-4)
+    assert left["eot"]["gap_pp"] == 2.0 and left["eot"]["noise_pp"] == pytest.approx(4.4145, abs=1e-4)
+    assert [r["survives"] for r in left.values()] == [True, True, False]
+    assert left["eot"]["AL_std"] == 2.0
+    with pytest.raises(ValueError, match="needs the white-box attacker's row.*attackers software, eot"):
+        robustness({"rows": rows[2:]})

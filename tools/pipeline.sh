@@ -25,21 +25,22 @@ evaluate() {  # the main command on the shipped VGG8 (1,000 images, PGD, SW/SH/H
     [[ -f "$out" ]] || step python3 cli.py evaluate --model vgg8 --xbar 32 --attack pgd --json "$out"
 }
 reproduce() { for name in "$@"; do step python3 cli.py reproduce "$name"; done; }
-threats() {  # threats() SIZE: the VGG8 attacker x victim matrix on SIZE x SIZE crossbars, 500 images (11 PGD runs)
-    local out="reference_results/threats/vgg8_xbar$1.json"
+threats() {  # threats() MODEL SIZE: attacker x victim matrix on SIZE x SIZE crossbars, 500 images (11 PGD runs)
+    local out="reference_results/threats/$1_xbar$2.json"
     mkdir -p reference_results/threats
-    [[ -f "$out" ]] || step python3 cli.py threats --model vgg8 --xbar "$1" --n 500 --json "$out"
+    [[ -f "$out" ]] || step python3 cli.py threats --model "$1" --xbar "$2" --n 500 --json "$out"
 }
 
 train vgg8 15
 evaluate
 reproduce nf table1 table2
-threats 32; threats 16; threats 64
+threats vgg8 32; threats vgg8 16; threats vgg8 64
 train vgg8 3 --quanos-from weights/vgg8_cifar10
 reproduce table3 fig9 fig8a fig8b
 train vgg16 20
 train vgg16 3 --quanos-from weights/vgg16_cifar10
 reproduce fig4 fig5 fig6 fig10
+threats vgg16 32
 step python3 cli.py reproduce --figures
 step python3 cli.py reproduce --report
 echo "== $(date -u +%FT%TZ) pipeline finished"
