@@ -6,7 +6,8 @@ the QUANOS hybrid-precision networks: their weight file's layer_bits set each la
 only, Fig. 4) and "nf" (non-ideality factor, SPEC 3: layer "tiles" = random tiles, else one mapped layer).
 Every finished cell is appended at once to `<out>/<NAME>.csv` (one row per cell), so a run that stops resumes
 by skipping the cells already there; `<out>/<NAME>.json` records the configuration, weight hashes, versions
-and wall time. SW adversarial inputs are made once per attack setting and reused for every SH cell.
+and wall time. SW adversarial inputs are made once per attack setting and reused for every SH cell; a cell
+that another experiment already stored (same key, images, base physics and weight file) is copied from it.
 Hardware cells at FGSM 0.1 and PGD 8/255 run on three chip seeds (the paper reports one chip).
 `report()` writes `<out>/README.md`: our tables beside the paper's, a verdict for each claim C1..C11, and from
 the stored `nxbar threats` matrices (`<out>/threats/*.json`) which attacker the chips' robustness survives,
@@ -256,6 +257,27 @@ class _Runner:
         return {**out, "adv_correct": aa, "AA": 100.0 * aa / n, "AL": 100.0 * (ca - aa) / n}
 
 
+def _stored_elsewhere(out: Path, name: str, quick: bool, n: int, base_physics, hashes: dict) -> dict[tuple, tuple]:
+    """{cell key: (experiment, stored row)} from the other experiments' CSVs in `out` (same quick flag) whose
+    json shows the same n images, base physics and weight file (sha256) for the row's model. A cell is the same
+    computation in every experiment it belongs to (fig8a's R_on 20 kOhm ON/OFF 10 rows are table2's 32x32
+    rows) and the engine is deterministic, so such a row is copied instead of computed again."""
+    found = {}
+    for other in EXPERIMENTS:
+        stem = out / (f"{other}_quick" if quick else other)
+        record = stem.with_suffix(".json")
+        if other == name or not record.is_file():
+            continue
+        record = json.loads(record.read_text())
+        if record["data"]["n_images"] != n or record["base_physics"] != (base_physics or {}):
+            continue
+        same = {m for m, w in record["weights"].items() if hashes.get(m) == w["npz_sha256"]}
+        for r in read_rows(stem.with_suffix(".csv")):
+            if r["model"] in same:
+                found.setdefault(tuple(r[c] for c in KEY_COLUMNS), (other, r))
+    return found
+
+
 def run(name: str, *, quick: bool = False, n: int | None = None, out: str | Path = DEFAULT_OUT,
         weights: dict | None = None, base_physics: dict | None = None, cache_dir=None, progress=None) -> Path:
     """Compute the cells of experiment `name` not yet in `<out>/<NAME>.csv`; return the CSV path.
@@ -263,6 +285,8 @@ def run(name: str, *, quick: bool = False, n: int | None = None, out: str | Path
     quick: the smoke grid, stored as `<NAME>_quick.csv` (n defaults to QUICK_N instead of the 1,000 embedded
     images). weights: {model: weight file} instead of the shipped files. base_physics: CrossbarConfig fields
     under every cell's own overrides (tests use the ideal crossbar). progress(i, total, cell) after each cell.
+    Cells stored by another experiment in `out` are copied (`_stored_elsewhere`); resuming a CSV made on other
+    images or with other weights than its json records is refused.
     """
     from nxbar.data import load_dataset
 
@@ -283,38 +307,60 @@ def run(name: str, *, quick: bool = False, n: int | None = None, out: str | Path
     todo = [c for c in cells if c.key(base_physics) not in done]
     models = sorted({c.model for c in cells if not (c.mode == "nf" and c.layer == "tiles")})
     paths = {m: find_weights(m, weights) for m in models}
+    hashes = {m: file_sha256(weight_paths(p)[0]) for m, p in paths.items()}
+    previous = json.loads(json_path.read_text()) if json_path.is_file() else {}
+    changed = [m for m, w in previous.get("weights", {}).items()
+               if stored and m in hashes and w["npz_sha256"] != hashes[m]]
+    if changed:
+        raise ValueError(f"{csv_path} holds cells made with other {', '.join(changed)} weights than "
+                         f"{', '.join(str(weight_paths(paths[m])[0]) for m in changed)}; use another out folder or "
+                         "remove the file")
+    elsewhere = _stored_elsewhere(Path(out), name, quick, n, base_physics, hashes)
+    copied: dict[str, int] = {}
+
+    def write_record(finished: bool) -> None:
+        """`<NAME>.json`; written first when the run starts (so its weights guard a resumed CSV), then when done."""
+        wall_s = time.perf_counter() - t0
+        record = {
+            "experiment": name, "description": EXPERIMENTS[name], "quick": quick, "finished": finished,
+            "data": {"source": ds.source, "n_images": n}, "dataset": DATASET,
+            "base_physics": base_physics or {}, "crossbar_defaults": CrossbarConfig().as_dict(),
+            "cells": len(cells), "computed_this_run": len(todo) - sum(copied.values()) if finished else 0,
+            "copied_this_run": copied,
+            "weights": {m: {"path": str(weight_paths(p)[0]), "npz_sha256": hashes[m]} for m, p in paths.items()},
+            "versions": nxbar.versions(), "wall_s_this_run": wall_s,
+            "wall_s_total": previous.get("wall_s_total", 0.0) + (wall_s if finished else 0.0),
+        }
+        if finished:
+            try:  # the figure is secondary to the CSV: matplotlib is an optional extra
+                from nxbar.figures import draw
+
+                record["figure"] = str(draw(name, read_rows(csv_path), stem.with_suffix(".png")))
+            except ImportError as err:
+                record["figure"] = f"not drawn: {err}"
+        json_path.write_text(json.dumps(record, indent=2) + "\n")
+
     runner = _Runner(ds.images[:n], ds.labels[:n], paths, base_physics, cache_dir)
     csv_path.parent.mkdir(parents=True, exist_ok=True)
+    write_record(finished=False)
     with open(csv_path, "a", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=COLUMNS)
         if not stored:
             writer.writeheader()
         for i, cell in enumerate(todo):
-            row = dict(zip(KEY_COLUMNS, cell.key(base_physics)))
-            row.update({k: _fmt(v) for k, v in runner.compute(cell).items()})
+            key = cell.key(base_physics)
+            if key in elsewhere:
+                other, row = elsewhere[key]
+                row = {c: row.get(c, "") for c in COLUMNS}
+                copied[other] = copied.get(other, 0) + 1
+            else:
+                row = dict(zip(KEY_COLUMNS, key))
+                row.update({k: _fmt(v) for k, v in runner.compute(cell).items()})
             writer.writerow(row)
             f.flush()
             if progress is not None:
                 progress(i + 1, len(todo), cell)
-    previous = json.loads(json_path.read_text()) if json_path.is_file() else {}
-    wall_s = time.perf_counter() - t0
-    record = {
-        "experiment": name, "description": EXPERIMENTS[name], "quick": quick,
-        "data": {"source": ds.source, "n_images": n}, "dataset": DATASET,
-        "base_physics": base_physics or {}, "crossbar_defaults": CrossbarConfig().as_dict(),
-        "cells": len(cells), "computed_this_run": len(todo),
-        "weights": {m: {"path": str(weight_paths(p)[0]), "npz_sha256": file_sha256(weight_paths(p)[0])}
-                    for m, p in paths.items()},
-        "versions": nxbar.versions(), "wall_s_this_run": wall_s,
-        "wall_s_total": previous.get("wall_s_total", 0.0) + wall_s,
-    }
-    try:  # the figure is secondary to the CSV: matplotlib is an optional extra
-        from nxbar.figures import draw
-
-        record["figure"] = str(draw(name, read_rows(csv_path), stem.with_suffix(".png")))
-    except ImportError as err:
-        record["figure"] = f"not drawn: {err}"
-    json_path.write_text(json.dumps(record, indent=2) + "\n")
+    write_record(finished=True)
     return csv_path
 
 

@@ -305,3 +305,37 @@ def test_report_threat_section_from_stored_matrices(tmp_path):
     assert ("The study's gaps: SH 45.00 pp, HH 25.00 pp. Strongest attacker on the chips: eot (AL 84.50), "
             "gap +0.50 pp: the robustness does not survive it.") in text
     assert "| chip 0 | loss_increases | FAIL | mean loss 0.300 at the start, 2.500 after the last step |" in text
+
+
+def test_cells_shared_between_experiments_are_copied_not_recomputed(tmp_path, vgg8_weights, monkeypatch):
+    kw = {"quick": True, "n": 2, "weights": {"vgg8": vgg8_weights}, "base_physics": IDEAL,
+          "cache_dir": tmp_path / "c"}
+    monkeypatch.setattr(rp, "map_model", lambda net, config, **_: net)  # the ideal chip is the network; no solves
+    rp.run("fig8a", out=tmp_path / "a", **kw)
+    calls = []
+    real = rp.make_adversarial
+    monkeypatch.setattr(rp, "make_adversarial", lambda *a, **k: calls.append(1) or real(*a, **k))
+    path = rp.run("fig8b", out=tmp_path / "a", **kw)
+    # fig8b quick: SW + (ON/OFF 10, 2000) x (SH, HH) on 32x32; SW and the ON/OFF 10 pair are fig8a's R_on 20k rows
+    record = json.loads(path.with_suffix(".json").read_text())
+    assert record["copied_this_run"] == {"fig8a": 3} and record["computed_this_run"] == 2 and record["finished"]
+    assert len(calls) == 2  # the SW inputs for the ON/OFF 2000 SH cell and its HH attack (3 without the copies)
+    monkeypatch.setattr(rp, "make_adversarial", real)
+    fresh = rp.run("fig8b", out=tmp_path / "b", **kw)  # no fig8a beside it: every cell computed
+    assert json.loads(fresh.with_suffix(".json").read_text())["copied_this_run"] == {}
+    assert path.read_text() == fresh.read_text()
+
+    # other weights, n or physics: nothing is taken from fig8a
+    hashes = {"vgg8": file_sha256(str(vgg8_weights) + ".npz")}
+    assert len(rp._stored_elsewhere(tmp_path / "a", "fig8b", True, 2, IDEAL, hashes)) == 5  # fig8a's rows only
+    assert rp._stored_elsewhere(tmp_path / "a", "fig8b", True, 2, IDEAL, {"vgg8": "0" * 64}) == {}
+    assert rp._stored_elsewhere(tmp_path / "a", "fig8b", True, 4, IDEAL, hashes) == {}
+    assert rp._stored_elsewhere(tmp_path / "a", "fig8b", True, 2, None, hashes) == {}
+
+    # resuming a table with other weights than its json records is refused
+    other = tmp_path / "w" / "vgg8_cifar10"
+    save_weights(other, random_params("vgg8", num_classes=10, input_size=32, seed=5), META)
+    (tmp_path / "b" / "fig8b_quick.csv").write_text("".join(fresh.read_text().splitlines(keepends=True)[:-1]))
+    with pytest.raises(ValueError, match=r"fig8b_quick\.csv holds cells made with other vgg8 weights than "
+                                         r".*w/vgg8_cifar10\.npz"):
+        rp.run("fig8b", out=tmp_path / "b", **{**kw, "weights": {"vgg8": other}})
