@@ -719,9 +719,41 @@ def _threats_section(threats: dict[str, dict]) -> list[str]:
     return lines
 
 
-def report(out: str | Path = DEFAULT_OUT) -> Path:
+def _percent_of(record: dict, data: str) -> str:
+    acc = record.get("accuracy", {}).get(data)
+    return "-" if acc is None else f"{100 * acc['accuracy']:.2f} ({acc['correct']}/{acc['total']})"
+
+
+def _networks_section(weights_dir: Path) -> list[str]:
+    records = {p.stem: json.loads(p.read_text()) for p in sorted(Path(weights_dir).glob(f"*_{DATASET}.json"))}
+    lines = ["## Shipped networks (`weights/`)", ""]
+    if not records:
+        return lines + ["None yet: `tools/train_export.py` trains and exports them (README, 'Training').", ""]
+    body = [[stem, r.get("model", r["arch"]), str(r["epochs"]), f"{r['final_train_loss']:.4f}",
+             _percent_of(r, "embedded_lossless_test"), _percent_of(r, "jpeg_test")] for stem, r in records.items()]
+    lines += ["Clean accuracy in percent, measured by nxbar's engine at export (the weight file's json):", "",
+              _markdown(["weight file", "model", "epochs", "final training loss", "1,000 embedded lossless test",
+                         "10,000 JPEG test"], body), ""]
+    for stem, r in records.items():
+        plan = r.get("quanos")
+        if plan is None:
+            continue
+        a = plan["attack"]
+        full = plan["from"]["accuracy"]["embedded_lossless_test"]["accuracy"]
+        ours = r["accuracy"]["embedded_lossless_test"]["accuracy"]
+        per_layer = [[k, f"{v:.4f}", str(plan["bits"][k])] for k, v in plan["ans"].items()]
+        lines += [f"{stem} (QUANOS, SPEC 6): ANS under {a['attack'].upper()} eps {a['eps']:g} on the "
+                  f"{plan['ans_images']}, measured on `{plan['from']['weights']}`. {' '.join(plan['rule'].split())}", "",
+                  _markdown(["layer", "ANS", "bits"], per_layer), "",
+                  f"Clean accuracy on the 1,000 embedded images: {100 * ours:.2f}% against {100 * full:.2f}% in "
+                  f"full precision ({100 * (ours - full):+.2f} pp).", ""]
+    return lines
+
+
+def report(out: str | Path = DEFAULT_OUT, weights_dir: str | Path = REPO / "weights") -> Path:
     """Write `<out>/README.md` from the stored CSVs and threat matrices: claim verdicts with the sanity checks
-    behind them, each table beside the paper's, then the threat-model section."""
+    behind them, the networks of `weights_dir` (accuracies; ANS and bits of the QUANOS ones), each table beside
+    the paper's, then the threat-model section."""
     out = Path(out)
     results, threats = load_results(out), load_threats(out)
     lines = ["# Reference results", "",
@@ -732,6 +764,7 @@ def report(out: str | Path = DEFAULT_OUT) -> Path:
              f"{C9_SATURATION_PP:g} pp, C7 flatness threshold {C7_FLAT_PP:g} pp.", "", "## Claims (SPEC section 1)", ""]
     body = [[claim, CLAIMS[claim][0], verdict, text] for claim, (verdict, text) in verdicts(results).items()]
     lines += [_markdown(["claim", "statement", "verdict", "numbers"], body), "", _sanity_summary(threats), ""]
+    lines += _networks_section(Path(weights_dir))
     for name, description in EXPERIMENTS.items():
         lines += [f"## {name}: {description}", ""]
         rows = results.get(name)

@@ -339,3 +339,31 @@ def test_cells_shared_between_experiments_are_copied_not_recomputed(tmp_path, vg
     with pytest.raises(ValueError, match=r"fig8b_quick\.csv holds cells made with other vgg8 weights than "
                                          r".*w/vgg8_cifar10\.npz"):
         rp.run("fig8b", out=tmp_path / "b", **{**kw, "weights": {"vgg8": other}})
+
+
+def test_report_lists_the_shipped_networks_with_quanos_ans_and_bits(tmp_path):
+    def acc(correct, total):
+        return {"correct": correct, "total": total, "accuracy": correct / total}
+
+    full = {"arch": "vgg8", "epochs": 15, "final_train_loss": 0.12345,
+            "accuracy": {"embedded_lossless_test": acc(912, 1000), "jpeg_test": acc(9050, 10000)}}
+    plan = {"ans": {"conv1": 0.5, "fc1": 0.25}, "bits": {"conv1": 2, "fc1": 4},
+            "attack": {"attack": "fgsm", "eps": 0.1},
+            "ans_images": "first 512 training images", "rule": "Rule: the more sensitive\n    half gets 2 bits.",
+            "from": {"weights": "weights/vgg8_cifar10.npz", "accuracy": full["accuracy"]}}
+    quanos = {**full, "model": "vgg8q", "epochs": 3, "quanos": plan,
+              "accuracy": {"embedded_lossless_test": acc(897, 1000), "jpeg_test": acc(8900, 10000)}}
+    weights = tmp_path / "w"
+    weights.mkdir()
+    text = rp.report(tmp_path, weights_dir=weights).read_text()
+    assert "None yet: `tools/train_export.py` trains and exports them" in text
+    (weights / "vgg8_cifar10.json").write_text(json.dumps(full))
+    (weights / "vgg8q_cifar10.json").write_text(json.dumps(quanos))
+    (weights / "README.md").write_text("not a weight file")
+    text = rp.report(tmp_path, weights_dir=weights).read_text()
+    assert "| vgg8_cifar10 | vgg8 | 15 | 0.1235 | 91.20 (912/1000) | 90.50 (9050/10000) |" in text
+    assert "| vgg8q_cifar10 | vgg8q | 3 | 0.1235 | 89.70 (897/1000) | 89.00 (8900/10000) |" in text
+    assert ("vgg8q_cifar10 (QUANOS, SPEC 6): ANS under FGSM eps 0.1 on the first 512 training images, measured on "
+            "`weights/vgg8_cifar10.npz`. Rule: the more sensitive half gets 2 bits.") in text
+    assert "| conv1 | 0.5000 | 2 |\n| fc1 | 0.2500 | 4 |" in text
+    assert "Clean accuracy on the 1,000 embedded images: 89.70% against 91.20% in full precision (-1.50 pp)." in text
