@@ -401,8 +401,10 @@ NOT_REGISTERED = {
 
 
 def eps_label(attack: str, eps: float) -> str:
-    """Column header of an eps as the paper writes it: '8/255' for PGD, '0.1' for FGSM."""
-    return f"{round(eps * 255)}/255" if attack == "pgd" else f"{eps:g}"
+    """Column header of an eps as the paper writes it: '8/255' for PGD (when eps is a whole number of 1/255
+    steps), '0.1' for FGSM and any other eps."""
+    steps = eps * 255
+    return f"{round(steps)}/255" if attack == "pgd" and abs(steps - round(steps)) < 1e-9 else f"{eps:g}"
 
 
 def _setting(r: dict) -> str:
@@ -750,6 +752,23 @@ def _networks_section(weights_dir: Path) -> list[str]:
     return lines
 
 
+def _main_command_section(out: Path) -> list[str]:
+    lines = ["## The main command (`nxbar evaluate --json`)", ""]
+    records = {p.name: json.loads(p.read_text()) for p in sorted(out.glob("evaluate_*.json"))}
+    if not records:
+        return lines + ["Not run: no `evaluate_*.json` yet (`nxbar evaluate --model vgg8 --xbar 32 --attack pgd "
+                        "--json reference_results/evaluate_vgg8_xbar32_pgd.json`).", ""]
+    for name, r in records.items():
+        t = r["timings"]
+        body = [[row["mode"], eps_label(row["attack"], row["eps"]) + f" ({row['eps_space']})",
+                 *(f"{row[k]:.2f}" for k in ("CA", "AA", "AL"))] for row in r["results"]]
+        lines += [f"`{r['command']}` ({name}): {r['model']['name']} on {r['data']['n_images']} images of "
+                  f"{r['data']['source']}; wall time {t['total_s']:.0f} s (mapping {t.get('map_s', 0):.0f} s, "
+                  f"attacks and evaluation {t['attack_s']:.0f} s), nxbar {r['versions'].get('nxbar', '?')}.", "",
+                  _markdown(["mode", "eps", "CA", "AA", "AL"], body), ""]
+    return lines
+
+
 def report(out: str | Path = DEFAULT_OUT, weights_dir: str | Path = REPO / "weights") -> Path:
     """Write `<out>/README.md` from the stored CSVs and threat matrices: claim verdicts with the sanity checks
     behind them, the networks of `weights_dir` (accuracies; ANS and bits of the QUANOS ones), each table beside
@@ -765,6 +784,7 @@ def report(out: str | Path = DEFAULT_OUT, weights_dir: str | Path = REPO / "weig
     body = [[claim, CLAIMS[claim][0], verdict, text] for claim, (verdict, text) in verdicts(results).items()]
     lines += [_markdown(["claim", "statement", "verdict", "numbers"], body), "", _sanity_summary(threats), ""]
     lines += _networks_section(Path(weights_dir))
+    lines += _main_command_section(out)
     for name, description in EXPERIMENTS.items():
         lines += [f"## {name}: {description}", ""]
         rows = results.get(name)

@@ -367,3 +367,19 @@ def test_report_lists_the_shipped_networks_with_quanos_ans_and_bits(tmp_path):
             "`weights/vgg8_cifar10.npz`. Rule: the more sensitive half gets 2 bits.") in text
     assert "| conv1 | 0.5000 | 2 |\n| fc1 | 0.2500 | 4 |" in text
     assert "Clean accuracy on the 1,000 embedded images: 89.70% against 91.20% in full precision (-1.50 pp)." in text
+
+
+def test_report_shows_the_stored_main_command(tmp_path):
+    assert "Not run: no `evaluate_*.json` yet" in rp.report(tmp_path, weights_dir=tmp_path).read_text()
+    rows = [{"mode": m, "attack": "pgd", "eps": e, "eps_space": "pixel", "CA": 90.0, "AA": aa, "AL": 90.0 - aa}
+            for m, e, aa in (("SW", 8 / 255, 1.0), ("HH", 8 / 255, 30.5), ("HH", 0.03, 31.0))]
+    record = {"command": "nxbar evaluate --model vgg8 --xbar 32 --attack pgd", "model": {"name": "vgg8"},
+              "data": {"n_images": 1000, "source": "embedded"}, "results": rows,
+              "timings": {"load_s": 1.0, "map_s": 12.4, "attack_s": 700.2, "total_s": 713.6},
+              "versions": {"nxbar": "0.1.0"}}
+    (tmp_path / "evaluate_vgg8_xbar32_pgd.json").write_text(json.dumps(record))
+    text = rp.report(tmp_path, weights_dir=tmp_path).read_text()
+    assert ("`nxbar evaluate --model vgg8 --xbar 32 --attack pgd` (evaluate_vgg8_xbar32_pgd.json): vgg8 on 1000 "
+            "images of embedded; wall time 714 s (mapping 12 s, attacks and evaluation 700 s), nxbar 0.1.0.") in text
+    assert "| SW | 8/255 (pixel) | 90.00 | 1.00 | 89.00 |\n| HH | 8/255 (pixel) | 90.00 | 30.50 | 59.50 |" in text
+    assert "| HH | 0.03 (pixel) | 90.00 | 31.00 | 59.00 |" in text  # not a whole number of 1/255 steps
