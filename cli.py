@@ -387,7 +387,7 @@ def threats(model, dataset, weights, data, split, n, size, eps_text, steps, alph
     ds = _load_data(data, split, n, net)
     report = threat_report(net, config, ds.images, ds.labels, attack, victim_seeds=seeds["--victims"],
                            eot_seeds=seeds["--eot"], transfer_seed=transfer_seed, sanity_images=sanity_images,
-                           queries=queries)
+                           queries=queries, progress=lambda label, total: _progress(None, label, total))
     click.echo(f"{net.arch} on {ds.source}, {len(ds.labels)} images, {size}x{size} crossbars")
     click.echo(format_report(report))
     if json_path:

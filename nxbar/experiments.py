@@ -60,7 +60,9 @@ class _NoProgress:
         pass
 
 
-def _no_progress(label, total):
+def no_progress(label, total):
+    """The silent `progress`: progress(label, total) returns a context manager whose value has update(n)
+    (click.progressbar's interface), here one that shows nothing."""
     return contextlib.nullcontext(_NoProgress())
 
 
@@ -76,7 +78,7 @@ def count_correct(model, images, labels, batch_size=200) -> int:
     )
 
 
-def make_adversarial(model, images, labels, cfg: AttackConfig, *, batch_size=200, progress=_no_progress, label=""):
+def make_adversarial(model, images, labels, cfg: AttackConfig, *, batch_size=200, progress=no_progress, label=""):
     """Adversarial versions (float, pixel space) of `images` made on `model` with attack `cfg`."""
     eps = pixel_budget(cfg.eps, cfg.eps_space, model.std)
     alpha = pixel_budget(cfg.alpha, cfg.eps_space, model.std)
@@ -96,7 +98,7 @@ def make_adversarial(model, images, labels, cfg: AttackConfig, *, batch_size=200
     return out
 
 
-def evaluate_modes(software, hardware, images, labels, attacks, *, modes=MODES, batch_size=200, progress=_no_progress):
+def evaluate_modes(software, hardware, images, labels, attacks, *, modes=MODES, batch_size=200, progress=no_progress):
     """Rows of CA/AA/AL per mode and attack setting. `hardware` may be None when only SW is asked for.
 
     SH reuses the adversarial inputs made for SW; clean accuracies are computed once per model.

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from nxbar.attacks import pixel_budget, project
-from nxbar.experiments import AttackConfig, make_adversarial
+from nxbar.experiments import AttackConfig, make_adversarial, no_progress
 
 
 @dataclass(frozen=True)
@@ -188,10 +188,18 @@ def loss_increases(model, x, y, attack: AttackConfig) -> Check:
     return Check("loss_increases", {"loss_path": path}, path[-1] > path[0])
 
 
-def sanity_checks(model, x, y, attack: AttackConfig, *, queries: int = 300) -> list[Check]:
-    """All four checks with their defaults (random search with `queries` queries)."""
-    return [eps_sweep(model, x, y, attack), steps_restarts(model, x, y, attack),
-            gradient_free(model, x, y, attack, queries=queries), loss_increases(model, x, y, attack)]
+def sanity_checks(model, x, y, attack: AttackConfig, *, queries: int = 300, progress=no_progress,
+                  label: str = "sanity checks") -> list[Check]:
+    """All four checks with their defaults (random search with `queries` queries); progress(label, 4) as for
+    `nxbar.experiments.make_adversarial`, one step per check."""
+    runs = [lambda: eps_sweep(model, x, y, attack), lambda: steps_restarts(model, x, y, attack),
+            lambda: gradient_free(model, x, y, attack, queries=queries), lambda: loss_increases(model, x, y, attack)]
+    checks = []
+    with progress(label, len(runs)) as bar:
+        for run in runs:
+            checks.append(run())
+            bar.update(1)
+    return checks
 
 
 def describe(check: dict) -> str:

@@ -17,7 +17,7 @@ import numpy as np
 
 from nxbar.crossbar.config import CrossbarConfig
 from nxbar.crossbar.mapped import map_model
-from nxbar.experiments import AttackConfig, count_correct, make_adversarial
+from nxbar.experiments import AttackConfig, count_correct, make_adversarial, no_progress
 from nxbar.sanity import describe, noise_pct, sanity_checks
 
 ATTACKERS = ("white-box", "software", "nominal", "eot", "transfer")
@@ -65,14 +65,16 @@ def nominal_chip(software, config: CrossbarConfig, *, cache=True, cache_dir=None
     return map_model(software, config.replace(sigma=0.0, seed=0), cache=cache, cache_dir=cache_dir)
 
 
-def transfer(attacker, victim, images, labels, attack: AttackConfig, *, batch_size=200, x_adv=None) -> dict:
+def transfer(attacker, victim, images, labels, attack: AttackConfig, *, batch_size=200, x_adv=None,
+             progress=no_progress, label="") -> dict:
     """CA, AA, AL (percent) of `victim` on adversarial inputs made on `attacker` with `attack`.
 
     attacker = victim is the white-box attack (HH on a chip); `x_adv` passes inputs already made on
-    `attacker` (then `attacker` is not used).
+    `attacker` (then `attacker` is not used). progress/label: as for `make_adversarial`.
     """
     if x_adv is None:
-        x_adv = make_adversarial(attacker, images, labels, attack, batch_size=batch_size)
+        x_adv = make_adversarial(attacker, images, labels, attack, batch_size=batch_size, progress=progress,
+                                 label=label)
     n = len(labels)
     ca, aa = count_correct(victim, images, labels, batch_size), count_correct(victim, x_adv, labels, batch_size)
     return {"CA": 100.0 * ca / n, "AA": 100.0 * aa / n, "AL": 100.0 * (ca - aa) / n}
@@ -80,13 +82,14 @@ def transfer(attacker, victim, images, labels, attack: AttackConfig, *, batch_si
 
 def threat_matrix(software, config: CrossbarConfig, images, labels, attack: AttackConfig, *,
                   victim_seeds=(0, 1, 2), eot_seeds=(100, 101, 102, 103), transfer_seed=200,
-                  attackers=ATTACKERS, cache=True, cache_dir=None, batch_size=200) -> list[dict]:
+                  attackers=ATTACKERS, cache=True, cache_dir=None, batch_size=200, progress=no_progress) -> list[dict]:
     """Rows of the attacker x victim matrix: CA, AA, AL (percent) of every attacker on every victim.
 
     One row per (attacker, victim) with victim "software" or "chips"; a "chips" row has the mean over
     `victim_seeds`, their standard deviations CA_std/AA_std/AL_std (ddof 0) and `per_seed` (one
     {seed, CA, AA, AL} per chip). EOT and transfer chips must not be victims (the attacker does not hold
-    the victim chip): their seeds must be disjoint from `victim_seeds`.
+    the victim chip): their seeds must be disjoint from `victim_seeds`. progress: as for `make_adversarial`,
+    one bar per attack run.
     """
     bad = [a for a in attackers if a not in ATTACKERS]
     if bad or not attackers:
@@ -106,16 +109,19 @@ def threat_matrix(software, config: CrossbarConfig, images, labels, attack: Atta
         "eot": lambda: EOTModel(chip(software, config, s, **mapped) for s in eot_seeds),
         "transfer": lambda: chip(software, config, transfer_seed, **mapped),
     }
-    common = {"attack": attack, "batch_size": batch_size}
+    common = {"attack": attack, "batch_size": batch_size, "progress": progress}
     head = {**attack.as_dict(), "n": len(labels)}
     rows = []
     for name in attackers:
         x_adv = None
         if name != "white-box":
-            x_adv = make_adversarial(fixed[name](), images, labels, attack, batch_size=batch_size)
+            x_adv = make_adversarial(fixed[name](), images, labels, attack, batch_size=batch_size, progress=progress,
+                                     label=f"{name} attacker")
         rows.append({"attacker": name, "victim": "software", **head,
-                     **transfer(software, software, images, labels, x_adv=x_adv, **common)})
-        per_seed = [{"seed": s, **transfer(v, v, images, labels, x_adv=x_adv, **common)} for s, v in victims.items()]
+                     **transfer(software, software, images, labels, x_adv=x_adv, label="white-box on software",
+                                **common)})
+        per_seed = [{"seed": s, **transfer(v, v, images, labels, x_adv=x_adv, label=f"white-box on chip {s}", **common)}
+                    for s, v in victims.items()]
         stats = {}
         for key in ("CA", "AA", "AL"):
             values = np.array([p[key] for p in per_seed])
@@ -126,19 +132,22 @@ def threat_matrix(software, config: CrossbarConfig, images, labels, attack: Atta
 
 def threat_report(software, config: CrossbarConfig, images, labels, attack: AttackConfig, *,
                   victim_seeds=(0, 1, 2), eot_seeds=(100, 101, 102, 103), transfer_seed=200,
-                  sanity_images: int = 100, queries: int = 300, cache=True, cache_dir=None, batch_size=200) -> dict:
+                  sanity_images: int = 100, queries: int = 300, cache=True, cache_dir=None, batch_size=200,
+                  progress=no_progress) -> dict:
     """The threat matrix (`threat_matrix`) and, with it, the gradient-masking sanity checks
     (`nxbar.sanity.sanity_checks`) of the white-box attack on the software model and on the first victim
     chip, run on the first `sanity_images` images. JSON-serialisable: {config, attack, rows, checks, sanity_images}."""
     rows = threat_matrix(software, config, images, labels, attack, victim_seeds=victim_seeds, eot_seeds=eot_seeds,
-                         transfer_seed=transfer_seed, cache=cache, cache_dir=cache_dir, batch_size=batch_size)
+                         transfer_seed=transfer_seed, cache=cache, cache_dir=cache_dir, batch_size=batch_size,
+                         progress=progress)
     first = victim_seeds[0]
     targets = {"software": software, f"chip {first}": chip(software, config, first, cache=cache, cache_dir=cache_dir)}
     checks = {}
     for name, model in targets.items():
         x = images[:sanity_images]
         x = x.astype(model.dtype) / 255 if x.dtype == np.uint8 else x.astype(model.dtype)
-        checks[name] = [c.as_dict() for c in sanity_checks(model, x, labels[:sanity_images], attack, queries=queries)]
+        checks[name] = [c.as_dict() for c in sanity_checks(model, x, labels[:sanity_images], attack, queries=queries,
+                                                           progress=progress, label=f"sanity checks [{name}]")]
     return {"config": config.as_dict(), "attack": attack.as_dict(), "rows": rows, "checks": checks,
             "sanity_images": int(min(sanity_images, len(labels)))}
 

@@ -1,5 +1,6 @@
 """Attackers beyond SW/SH/HH (nxbar.threats) on a linear softmax network mapped onto 16x16 crossbars."""
 
+import contextlib
 import json
 
 import numpy as np
@@ -139,7 +140,18 @@ def test_threat_matrix_rejects_bad_input(net, data):
 def test_threat_report_carries_the_matrix_and_the_sanity_checks(net, data, tmp_path):
     x, y = data
     seeds = {"victim_seeds": (0, 1), "eot_seeds": (10,), "transfer_seed": 20}
-    report = threat_report(net, CONFIG, x, y, ATTACK, sanity_images=20, queries=50, cache_dir=tmp_path, **seeds)
+    bars = []
+
+    def progress(label, total):
+        bars.append((label, total))
+        return contextlib.nullcontext(type("Bar", (), {"update": lambda self, k: None})())
+
+    report = threat_report(net, CONFIG, x, y, ATTACK, sanity_images=20, queries=50, cache_dir=tmp_path,
+                           progress=progress, **seeds)
+    n = len(y)
+    assert bars == [("white-box on software", n), ("white-box on chip 0", n), ("white-box on chip 1", n),
+                    *[(f"{a} attacker", n) for a in ATTACKERS[1:]],
+                    ("sanity checks [software]", 4), ("sanity checks [chip 0]", 4)]
     assert report["rows"] == threat_matrix(net, CONFIG, x, y, ATTACK, cache_dir=tmp_path, **seeds)
     assert list(report["checks"]) == ["software", "chip 0"] and report["sanity_images"] == min(20, len(y))
     for checks in report["checks"].values():
