@@ -434,11 +434,18 @@ def _format_eps(eps: float) -> str:
               help="Input pixel discretization to 2^B levels in front of every model (SPEC 6; straight-through gradient).")
 @click.option("--no-cache", is_flag=True, help="Solve the crossbars again even if this mapping is cached.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=200, show_default=True)
+@click.option("--sanity-images", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Also run the gradient-masking sanity checks (Carlini et al.) of the PGD attack (first eps) on "
+                   "the first N images, on the software model and on the chip: about 16 PGD runs and a "
+                   "random search each. 0: not run.")
+@click.option("--queries", type=click.IntRange(min=1), default=300, show_default=True,
+              help="Queries per image of the sanity checks' gradient-free random search.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, writable=True), default=None,
               help="Write results, full configuration, weight hash, versions and timings here.")
 @_fail_cleanly
 def evaluate(model, dataset, weights, data, split, n, size, attack, eps_text, eps_space, steps, alpha_text,
-             no_random_start, attack_seed, modes, input_bits, no_cache, batch_size, json_path, **physics):
+             no_random_start, attack_seed, modes, input_bits, no_cache, batch_size, sanity_images, queries,
+             json_path, **physics):
     """Attack in the SW, SH and HH modes and print CA, AA and AL (SPEC sections 5 and 7)."""
     import json
     import time
@@ -456,6 +463,9 @@ def evaluate(model, dataset, weights, data, split, n, size, attack, eps_text, ep
                             random_start=not no_random_start, seed=attack_seed) for e in eps_list]
     if not mode_list or any(m not in MODES for m in mode_list):
         raise ValueError(f"--modes {modes!r}: allowed modes are {', '.join(MODES)}")
+    if sanity_images and attack != "pgd":
+        raise ValueError(f"--sanity-images {sanity_images} needs --attack pgd (the checks vary PGD), "
+                         f"got --attack {attack}")
     net, meta = _load_model(model, dataset, weights)
     config = _for_weights(config, meta)
     ds = _load_data(data, split, n, net)
@@ -475,6 +485,18 @@ def evaluate(model, dataset, weights, data, split, n, size, attack, eps_text, ep
     rows = evaluate_modes(*victims, ds.images, ds.labels, attacks, modes=tuple(mode_list), batch_size=batch_size,
                           progress=lambda label, total: _progress(None, label, total))
     timings["attack_s"] = time.perf_counter() - t
+    sanity = None
+    if sanity_images:
+        from nxbar.sanity import sanity_checks
+
+        t = time.perf_counter()
+        targets = {"software": victims[0], **({f"chip {config.seed}": victims[1]} if victims[1] is not None else {})}
+        k = min(sanity_images, len(ds.labels))
+        sanity = {name: [c.as_dict() for c in sanity_checks(m, ds.images[:k], ds.labels[:k], attacks[0],
+                                                            queries=queries, label=f"sanity checks [{name}]",
+                                                            progress=lambda label, total: _progress(None, label, total))]
+                  for name, m in targets.items()}
+        timings["sanity_s"] = time.perf_counter() - t
     timings["total_s"] = time.perf_counter() - t0
 
     attack_desc = attack.upper() + (f", {steps} steps, alpha {alpha_text}, "
@@ -489,6 +511,11 @@ def evaluate(model, dataset, weights, data, split, n, size, attack, eps_text, ep
     click.echo(f"{'mode':5s} {'eps':>8s} {'CA %':>7s} {'AA %':>7s} {'AL %':>7s}")
     for r in rows:
         click.echo(f"{r['mode']:5s} {_format_eps(r['eps']):>8s} {r['CA']:7.2f} {r['AA']:7.2f} {r['AL']:7.2f}")
+    if sanity is not None:
+        from nxbar.sanity import format_checks
+
+        click.echo(f"gradient-masking sanity checks, PGD eps {_format_eps(eps_list[0])}, first {k} images:")
+        click.echo("\n".join(format_checks(sanity)))
     click.echo(f"time: {timings['total_s']:.1f} s")
     if json_path:
         npz_path = weight_paths(weights or resolve_weights(model, dataset))[0]
@@ -503,6 +530,7 @@ def evaluate(model, dataset, weights, data, split, n, size, attack, eps_text, ep
             "defence": defence.as_dict() if defence is not None else None,
             "attacks": [a.as_dict() for a in attacks],
             "results": rows,
+            "sanity": sanity,
             "timings": timings,
             "versions": nxbar.versions(),
         }

@@ -66,14 +66,15 @@ def no_progress(label, total):
     return contextlib.nullcontext(_NoProgress())
 
 
-def _as_float(images: np.ndarray, dtype) -> np.ndarray:
+def as_float(images: np.ndarray, dtype) -> np.ndarray:
+    """Images as `dtype` in [0, 1]: uint8 pixels divided by 255, float images unchanged (no copy if already dtype)."""
     return images.astype(dtype) / 255 if images.dtype == np.uint8 else images.astype(dtype, copy=False)
 
 
 def count_correct(model, images, labels, batch_size=200) -> int:
     """Number of images whose predicted class equals the label."""
     return sum(
-        int(np.sum(model.predict(_as_float(images[s : s + batch_size], model.dtype)) == labels[s : s + batch_size]))
+        int(np.sum(model.predict(as_float(images[s : s + batch_size], model.dtype)) == labels[s : s + batch_size]))
         for s in range(0, len(labels), batch_size)
     )
 
@@ -86,7 +87,7 @@ def make_adversarial(model, images, labels, cfg: AttackConfig, *, batch_size=200
     out = np.empty(images.shape, dtype=model.dtype)
     with progress(label or f"{cfg.attack} eps={cfg.eps:.4g}", len(labels)) as bar:
         for s in range(0, len(labels), batch_size):
-            x = _as_float(images[s : s + batch_size], model.dtype)
+            x = as_float(images[s : s + batch_size], model.dtype)
             y = labels[s : s + batch_size]
             if cfg.attack == "fgsm":
                 out[s : s + batch_size] = fgsm(model, x, y, eps)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from nxbar.attacks import pixel_budget, project
-from nxbar.experiments import AttackConfig, make_adversarial, no_progress
+from nxbar.experiments import AttackConfig, as_float, make_adversarial, no_progress
 
 
 @dataclass(frozen=True)
@@ -190,8 +190,9 @@ def loss_increases(model, x, y, attack: AttackConfig) -> Check:
 
 def sanity_checks(model, x, y, attack: AttackConfig, *, queries: int = 300, progress=no_progress,
                   label: str = "sanity checks") -> list[Check]:
-    """All four checks with their defaults (random search with `queries` queries); progress(label, 4) as for
-    `nxbar.experiments.make_adversarial`, one step per check."""
+    """All four checks with their defaults (random search with `queries` queries) on images `x` (uint8 pixels
+    or floats in [0, 1]); progress(label, 4) as for `nxbar.experiments.make_adversarial`, one step per check."""
+    x = as_float(x, model.dtype)
     runs = [lambda: eps_sweep(model, x, y, attack), lambda: steps_restarts(model, x, y, attack),
             lambda: gradient_free(model, x, y, attack, queries=queries), lambda: loss_increases(model, x, y, attack)]
     checks = []
@@ -220,3 +221,9 @@ def describe(check: dict) -> str:
         return f"mean loss {path[0]:.3f} at the start, {path[-1]:.3f} after the last step"
     raise ValueError(f"unknown check {check['name']!r}; known: eps_sweep, steps_restarts, gradient_free, "
                      "loss_increases")
+
+
+def format_checks(checks: dict[str, list[dict]]) -> list[str]:
+    """One line per check of {target: [check as_dict]}: 'sanity [target] name: pass|FAIL (numbers)'."""
+    return [f"sanity [{target}] {c['name']}: {'pass' if c['passed'] else 'FAIL'} ({describe(c)})"
+            for target, cs in checks.items() for c in cs]

@@ -18,7 +18,7 @@ import numpy as np
 from nxbar.crossbar.config import CrossbarConfig
 from nxbar.crossbar.mapped import map_model
 from nxbar.experiments import AttackConfig, count_correct, make_adversarial, no_progress
-from nxbar.sanity import describe, noise_pct, sanity_checks
+from nxbar.sanity import format_checks, noise_pct, sanity_checks
 
 ATTACKERS = ("white-box", "software", "nominal", "eot", "transfer")
 KNOWS = {  # what each attacker holds of the victim chip
@@ -145,7 +145,6 @@ def threat_report(software, config: CrossbarConfig, images, labels, attack: Atta
     checks = {}
     for name, model in targets.items():
         x = images[:sanity_images]
-        x = x.astype(model.dtype) / 255 if x.dtype == np.uint8 else x.astype(model.dtype)
         checks[name] = [c.as_dict() for c in sanity_checks(model, x, labels[:sanity_images], attack, queries=queries,
                                                            progress=progress, label=f"sanity checks [{name}]")]
     return {"config": config.as_dict(), "attack": attack.as_dict(), "rows": rows, "checks": checks,
@@ -159,10 +158,7 @@ def format_report(report: dict) -> str:
     for r in report["rows"]:
         cells = [f"{r[k]:6.2f}" + (f" +- {r[k + '_std']:4.2f}" if k + "_std" in r else "") for k in ("CA", "AA", "AL")]
         lines.append(f"{r['attacker']:<10} {r['victim']:<9} " + " ".join(f"{c:>14}" for c in cells))
-    for target, checks in report["checks"].items():
-        for c in checks:
-            lines.append(f"sanity [{target}] {c['name']}: {'pass' if c['passed'] else 'FAIL'} ({describe(c)})")
-    return "\n".join(lines)
+    return "\n".join(lines + format_checks(report["checks"]))
 
 
 def robustness(report: dict) -> list[dict]:

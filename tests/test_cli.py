@@ -68,6 +68,21 @@ def test_evaluate_software_only_with_json(run, weights, tmp_path):
     assert [r["mode"] for r in record["results"]] == ["SW", "SW"]
 
 
+def test_evaluate_runs_the_sanity_checks_on_request(run, weights, tmp_path):
+    path = tmp_path / "r.json"
+    out = run("evaluate", "--weights", weights, "--n", 4, "--modes", "sw", "--steps", 2, "--sanity-images", 2,
+              "--queries", 5, "--json", path)
+    assert out.exit_code == 0, out.output
+    assert "gradient-masking sanity checks, PGD eps 8/255, first 2 images:" in out.output
+    lines = [l for l in out.output.splitlines() if l.startswith("sanity [software] ")]
+    assert [l.split()[2] for l in lines] == ["eps_sweep:", "steps_restarts:", "gradient_free:", "loss_increases:"]
+    record = json.loads(path.read_text())
+    assert list(record["sanity"]) == ["software"] and len(record["sanity"]["software"]) == 4
+    assert record["sanity"]["software"][0]["values"]["accuracy"][-1] == 0.0  # eps 1: every image falls
+    assert record["sanity"]["software"][2]["values"]["queries"] == 5
+    assert record["timings"]["sanity_s"] > 0
+
+
 def test_evaluate_ideal_crossbars_equal_software(run, weights):
     out = run("evaluate", "--weights", weights, "--n", 6, "--attack", "fgsm", "--eps", "0.03", "--xbar", 64,
               "--no-cache", *IDEAL)
@@ -89,6 +104,7 @@ def test_evaluate_ideal_crossbars_equal_software(run, weights):
         (["--r-wire-row", "-1"], "r_wire_row_ohm must be a finite number >= 0, got -1.0"),
         (["--n", "5000"], "--n 5000 is out of range"),
         (["--data", "/no/such/path"], "/no/such/path"),
+        (["--attack", "fgsm", "--sanity-images", "4"], "--sanity-images 4 needs --attack pgd"),
     ],
 )
 def test_evaluate_errors_are_one_line_exit_2(run, weights, args, message):
