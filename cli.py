@@ -516,6 +516,8 @@ def evaluate(model, dataset, weights, data, split, n, size, attack, eps_text, ep
 
         click.echo(f"gradient-masking sanity checks, PGD eps {_format_eps(eps_list[0])}, first {k} images:")
         click.echo("\n".join(format_checks(sanity)))
+    elif attack == "pgd":
+        click.echo("gradient-masking sanity checks: not run (--sanity-images N runs them)")
     click.echo(f"time: {timings['total_s']:.1f} s")
     if json_path:
         npz_path = weight_paths(weights or resolve_weights(model, dataset))[0]

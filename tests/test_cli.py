@@ -57,6 +57,7 @@ def test_evaluate_software_only_with_json(run, weights, tmp_path):
     assert out.exit_code == 0, out.output
     lines = [l.split() for l in out.output.splitlines() if l.startswith("SW ")]
     assert [l[1] for l in lines] == ["2/255", "8/255"]
+    assert "gradient-masking sanity checks: not run (--sanity-images N runs them)" in out.output
     for _, _, ca, aa, al in lines:
         assert float(al) == pytest.approx(float(ca) - float(aa), abs=0.011)
     record = json.loads(path.read_text())
