@@ -9,6 +9,7 @@ import pytest
 
 import nxbar.reproduce as rp
 from nxbar.crossbar.config import CrossbarConfig
+from nxbar.threats import ATTACKERS
 from nxbar.weights import file_sha256, weight_paths
 
 RESULTS = rp.DEFAULT_OUT
@@ -23,10 +24,8 @@ RECOMPUTED = [
 
 
 def test_readme_is_the_report_of_the_stored_tables(tmp_path):
-    for path in RESULTS.glob("*.csv"):
-        shutil.copy(path, tmp_path / path.name)
-    shutil.copytree(RESULTS / "paper", tmp_path / "paper")
-    assert rp.report(tmp_path).read_text() == (RESULTS / "README.md").read_text(), \
+    copy = shutil.copytree(RESULTS, tmp_path / "results")  # report() writes README.md into the folder it reads
+    assert rp.report(copy).read_text() == (RESULTS / "README.md").read_text(), \
         "reference_results/README.md is stale: run `nxbar reproduce --report`"
 
 
@@ -34,7 +33,7 @@ def test_readme_is_the_report_of_the_stored_tables(tmp_path):
 def test_stored_table_is_complete_consistent_and_made_with_the_shipped_weights(name):
     rows = rp.read_rows(RESULTS / f"{name}.csv")
     record = json.loads((RESULTS / f"{name}.json").read_text())
-    assert record["experiment"] == name and not record["quick"] and record["base_physics"] == {}
+    assert record["experiment"] == name and record["finished"] and not record["quick"] and record["base_physics"] == {}
     assert record["crossbar_defaults"] == json.loads(json.dumps(CrossbarConfig().as_dict()))
     keys = [tuple(r[c] for c in rp.KEY_COLUMNS) for r in rows]
     assert sorted(keys) == sorted(c.key() for c in rp.experiment_cells(name)), "grid incomplete or cells repeated"
@@ -61,3 +60,33 @@ def test_cheap_cells_computed_again_give_the_stored_numbers(name, match, tmp_pat
         assert float(again["nf"]) == pytest.approx(float(row["nf"]), rel=1e-12)
     else:
         assert again == {k: row[k] for k in again}
+
+
+def _shipped_sha256(model: str) -> str:
+    return file_sha256(weight_paths(rp.find_weights(model))[0])
+
+
+@pytest.mark.parametrize("path", sorted(RESULTS.glob("evaluate_*.json")), ids=lambda p: p.name)
+def test_stored_main_command_is_consistent_and_made_with_the_shipped_weights(path):
+    record = json.loads(path.read_text())
+    assert record["model"]["npz_sha256"] == _shipped_sha256(record["model"]["name"])
+    for r in record["results"]:
+        assert r["n"] == record["data"]["n_images"]
+        assert r["CA"] == 100.0 * r["clean_correct"] / r["n"] and r["AA"] == 100.0 * r["adv_correct"] / r["n"]
+        assert r["AL"] == pytest.approx(r["CA"] - r["AA"], abs=1e-9)
+    assert record["timings"]["total_s"] >= record["timings"]["attack_s"] > 0
+
+
+@pytest.mark.parametrize("path", sorted((RESULTS / "threats").glob("*.json")), ids=lambda p: p.name)
+def test_stored_threat_matrix_is_consistent_and_made_with_the_shipped_weights(path):
+    record = json.loads(path.read_text())
+    assert record["npz_sha256"] == _shipped_sha256(record["model"])
+    assert path.stem == f"{record['model']}_xbar{record['config']['size']}"
+    for r in record["rows"]:
+        assert r["n"] == record["n_images"] and r["AL"] == pytest.approx(r["CA"] - r["AA"], abs=1e-9)
+        if r["victim"] == "chips":  # mean and spread over the chips, each chip's own numbers consistent too
+            for key in ("CA", "AA", "AL"):
+                values = [p[key] for p in r["per_seed"]]
+                assert r[key] == pytest.approx(sum(values) / len(values), abs=1e-9)
+            assert all(p["AL"] == pytest.approx(p["CA"] - p["AA"], abs=1e-9) for p in r["per_seed"])
+    assert {r["attacker"] for r in record["rows"]} == set(ATTACKERS)
