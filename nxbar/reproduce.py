@@ -694,7 +694,7 @@ def _threats_section(threats: dict[str, dict]) -> list[str]:
                         "reference_results/threats/vgg8_xbar32.json`).", ""]
     lines += ["The study's robustness is the chips' PGD adversarial loss falling below the software model's under "
               "its own white-box attack: gap = AL(SW) - AL(attacker -> chips), percentage points, chips averaged. "
-              "It survives an attacker when the gap exceeds two binomial standard errors of the chips' AA.", ""]
+              "It survives an attacker when the gap exceeds two standard errors (Agresti-Coull) of the chips' AA.", ""]
     for stem, rep in threats.items():
         a, size = rep["attack"], rep["config"]["size"]
         seeds = ", ".join(str(p["seed"]) for p in next(r for r in rep["rows"] if r["victim"] == "chips")["per_seed"])

@@ -6,8 +6,9 @@ A robustness number from a gradient attack is trusted only when the attack behav
   gradient_free      a score-based random search (no gradients) does not beat PGD
   loss_increases     the loss rises along the PGD path
 Each check returns a `Check` (name, numbers, passed). Accuracies are percent of the given images.
-"Does not raise" allows for sampling noise: `tol_pct=None` (default) is two binomial standard errors of
-the reference accuracy a on n images, 2 * 100 sqrt(a (1 - a) / n) (`noise_pct`); pass a number to fix it.
+"Does not raise" allows for sampling noise: `tol_pct=None` (default) is two standard errors of the
+reference accuracy on n images (`noise_pct`, Agresti-Coull, so that 0% and 100% keep a tolerance); pass a
+number to fix it.
 A model needs forward (logits), predict, loss_and_input_grad, dtype and std (the engine interface).
 """
 
@@ -39,9 +40,12 @@ def _percent(correct: np.ndarray) -> float:
 
 
 def noise_pct(accuracy_pct: float, n: int) -> float:
-    """Two binomial standard errors of an accuracy of `accuracy_pct` percent on `n` images, in percent."""
-    a = accuracy_pct / 100.0
-    return 200.0 * float(np.sqrt(a * (1.0 - a) / n))
+    """Two standard errors of an accuracy of `accuracy_pct` percent measured on `n` images, in percent:
+    2 * 100 sqrt(p (1 - p) / (n + 4)) with p = (k + 2) / (n + 4), k = the correct images (Agresti & Coull 1998,
+    "Approximate is better than exact for interval estimation of binomial proportions"). Unlike the plain
+    sqrt(a (1 - a) / n) it does not vanish at 0% or 100%, where one image more is still sampling noise."""
+    p = (accuracy_pct / 100.0 * n + 2.0) / (n + 4.0)
+    return 200.0 * float(np.sqrt(p * (1.0 - p) / (n + 4.0)))
 
 
 def _tolerance(tol_pct, accuracy_pct, n) -> float:

@@ -167,8 +167,8 @@ def robustness(report: dict) -> list[dict]:
     The study's robustness is the chips' adversarial loss falling below the software model's under its own
     white-box attack: gap(a) = AL(SW) - AL(a -> chips), in percentage points, AL(SW) the white-box row on
     the software victim and AL(a -> chips) the mean over the victim chips. It survives attacker a when
-    gap(a) > noise, noise = two binomial standard errors of the chips' mean adversarial accuracy AA on the
-    n images (`nxbar.sanity.noise_pct`). One dict per attacker: attacker, AL, AL_std, gap_pp, noise_pp, survives.
+    gap(a) > noise, noise = two standard errors of the chips' mean adversarial accuracy AA on the n images
+    (`nxbar.sanity.noise_pct`, Agresti-Coull). One dict per attacker: attacker, AL, AL_std, gap_pp, noise_pp, survives.
     """
     rows = {(r["attacker"], r["victim"]): r for r in report["rows"]}
     if ("white-box", "software") not in rows:

@@ -277,7 +277,7 @@ def _threats_json(model, failing_check=None):
 
     rows = [row("white-box", "software", 85.0, 5.0), row("white-box", "chips", 60.0, 25.0, 1.5),
             row("software", "software", 85.0, 5.0), row("software", "chips", 40.0, 45.0, 2.0),
-            row("eot", "software", 50.0, 40.0), row("eot", "chips", 84.5, 0.5, 0.5)]
+            row("eot", "software", 50.0, 40.0), row("eot", "chips", 84.6, 0.4, 0.5)]
     check = {"name": "loss_increases", "values": {"loss_path": [0.3, 2.5]}, "passed": True}
     checks = {"software": [check], "chip 0": [{**check, "passed": check["name"] != failing_check}]}
     attack = {"attack": "pgd", "eps": 8 / 255, "eps_space": "pixel", "steps": 10}
@@ -296,14 +296,14 @@ def test_report_threat_section_from_stored_matrices(tmp_path):
     assert "behind these claims: 1/2 pass; failing: vgg8_xbar32 chip 0 loss_increases (section" in text
     assert ("### vgg8_xbar32: vgg8 on 32x32 crossbars, PGD eps 8/255 (pixel), 10 steps, 500 images, "
             "victim chips 0, 1, 2") in text
-    # SW AL 85; chips: white-box 60 (gap 25 > noise 200 sqrt(.25 .75 / 500) = 3.87), software 40 (gap 45),
-    # eot 84.5 (gap 0.5 < noise 200 sqrt(.005 .995 / 500) = 0.63): the robustness does not survive EOT
+    # SW AL 85; chips: white-box 60 (AA 25%, 125 of 500: gap 25 > noise 200 sqrt(p (1 - p) / 504) = 3.87 with
+    # p = 127/504), software 40 (gap 45), eot 84.6 (AA 0.4%, 2 images: gap 0.4 < noise 0.79 with p = 4/504)
     assert ("| white-box | the victim itself (SW on software, HH on a chip) | 85.00 | 60.00 ± 1.50 | "
             "+25.00 (noise 3.87) | yes |") in text
-    assert ("| eot | the design and the chip distribution (EOT over sampled chips) | 50.00 | 84.50 ± 0.50 | "
-            "+0.50 (noise 0.63) | no |") in text
-    assert ("The study's gaps: SH 45.00 pp, HH 25.00 pp. Strongest attacker on the chips: eot (AL 84.50), "
-            "gap +0.50 pp: the robustness does not survive it.") in text
+    assert ("| eot | the design and the chip distribution (EOT over sampled chips) | 50.00 | 84.60 ± 0.50 | "
+            "+0.40 (noise 0.79) | no |") in text
+    assert ("The study's gaps: SH 45.00 pp, HH 25.00 pp. Strongest attacker on the chips: eot (AL 84.60), "
+            "gap +0.40 pp: the robustness does not survive it.") in text
     assert "| chip 0 | loss_increases | FAIL | mean loss 0.300 at the start, 2.500 after the last step |" in text
 
 

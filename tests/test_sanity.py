@@ -120,9 +120,12 @@ def test_sanity_checks_need_pgd(batch):
         eps_sweep(Linear(), x, y, AttackConfig(attack="fgsm"))
 
 
-def test_noise_tolerance_is_two_binomial_standard_errors():
-    assert noise_pct(50.0, 100) == pytest.approx(10.0) and noise_pct(0.0, 7) == 0.0 and noise_pct(100.0, 7) == 0.0
-    assert noise_pct(40.0, 1000) == pytest.approx(200 * np.sqrt(0.24 / 1000))
+def test_noise_tolerance_is_two_agresti_coull_standard_errors():
+    # p = (k + 2) / (n + 4): 50 of 100 -> p = 1/2, 200 sqrt(0.25 / 104) = 9.8058
+    assert noise_pct(50.0, 100) == pytest.approx(9.8058, abs=1e-4)
+    # 0 or 7 of 7 -> p = 2/11 or 9/11: 200 sqrt(18 / 11^3) = 23.2583, not 0: one image more is still noise
+    assert noise_pct(0.0, 7) == pytest.approx(23.2583, abs=1e-4) == noise_pct(100.0, 7)
+    assert noise_pct(40.0, 1000) == pytest.approx(200 * np.sqrt(402 / 1004 * 602 / 1004 / 1004))
 
 
 def test_describe_states_the_numbers_of_each_check():

@@ -174,10 +174,11 @@ def test_robustness_on_a_hand_made_report():
             _row("eot", "software", 30.0, 60.0), _row("eot", "chips", 48.0, 42.0, 2.0)]
     left = {r["attacker"]: r for r in robustness({"rows": rows})}
     assert list(left) == ["white-box", "software", "eot"]
-    # noise = 200 sqrt(AA (1 - AA) / n): AA 70% -> 4.099 pp, 80% -> 3.578 pp, 42% -> 4.415 pp
-    assert left["white-box"]["gap_pp"] == 30.0 and left["white-box"]["noise_pp"] == pytest.approx(4.0988, abs=1e-4)
-    assert left["software"]["gap_pp"] == 40.0 and left["software"]["noise_pp"] == pytest.approx(3.5777, abs=1e-4)
-    assert left["eot"]["gap_pp"] == 2.0 and left["eot"]["noise_pp"] == pytest.approx(4.4145, abs=1e-4)
+    # noise = 200 sqrt(p (1 - p) / 504), p = (k + 2) / 504 with k = AA * 500 correct:
+    # AA 70% -> p = 352/504, 4.0886 pp; 80% -> 402/504, 3.5793 pp; 42% -> 212/504, 4.3979 pp
+    assert left["white-box"]["gap_pp"] == 30.0 and left["white-box"]["noise_pp"] == pytest.approx(4.0886, abs=1e-4)
+    assert left["software"]["gap_pp"] == 40.0 and left["software"]["noise_pp"] == pytest.approx(3.5793, abs=1e-4)
+    assert left["eot"]["gap_pp"] == 2.0 and left["eot"]["noise_pp"] == pytest.approx(4.3979, abs=1e-4)
     assert [r["survives"] for r in left.values()] == [True, True, False]
     assert left["eot"]["AL_std"] == 2.0
     with pytest.raises(ValueError, match="needs the white-box attacker's row.*attackers software, eot"):
