@@ -20,6 +20,14 @@ train() {  # train() MODEL EPOCHS [more train_export options]: skipped once weig
     local stem="$1_cifar10"; [[ " $* " == *" --quanos-from "* ]] && stem="$1q_cifar10"
     [[ -f "weights/$stem.json" ]] || step python3 tools/train_export.py --model "$1" --epochs "$2" "${@:3}"
 }
+accurate() {  # accurate() STEM: stop the pipeline when an export missed the 90% clean-accuracy target (issue 3)
+    python3 - "$1" <<'PY' || { echo "== $(date -u +%FT%TZ) $1 is below the 90% target: pipeline stopped"; exit 1; }
+import json, sys
+a = json.load(open(f"weights/{sys.argv[1]}.json"))["accuracy"]["embedded_lossless_test"]["accuracy"]
+print(f"{sys.argv[1]}: clean accuracy {100 * a:.2f}% on the 1,000 embedded test images (target 90%)")
+sys.exit(0 if a >= 0.90 else 1)
+PY
+}
 evaluate() {  # the main command on the shipped VGG8 (1,000 images, PGD, SW/SH/HH, 32x32), timed in its json
     local out="reference_results/evaluate_vgg8_xbar32_pgd.json"
     [[ -f "$out" ]] || step python3 cli.py evaluate --model vgg8 --xbar 32 --attack pgd --json "$out"
@@ -32,12 +40,14 @@ threats() {  # threats() MODEL SIZE: attacker x victim matrix on SIZE x SIZE cro
 }
 
 train vgg8 15
+accurate vgg8_cifar10
 evaluate
-reproduce nf table1 table2
+train vgg16 20
+accurate vgg16_cifar10
 threats vgg8 32; threats vgg8 16; threats vgg8 64
+reproduce nf table1 table2
 train vgg8 3 --quanos-from weights/vgg8_cifar10
 reproduce table3 fig9 fig8a fig8b
-train vgg16 20
 train vgg16 3 --quanos-from weights/vgg16_cifar10
 reproduce fig4 fig5 fig6 fig10
 threats vgg16 32
