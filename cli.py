@@ -33,6 +33,11 @@ def _progress(iterable, label, length=None):
     return click.progressbar(iterable, length=length, label=label, file=sys.stderr, show_pos=True)
 
 
+def _bar(label, total):
+    """A progress bar of `total` steps: the `progress` callback of the nxbar functions that run long loops."""
+    return _progress(None, label, total)
+
+
 def _load_model(model: str, dataset: str, weights: str | None):
     from nxbar.weights import load_model, resolve_weights, weight_paths
 
@@ -387,7 +392,7 @@ def threats(model, dataset, weights, data, split, n, size, eps_text, steps, alph
     ds = _load_data(data, split, n, net)
     report = threat_report(net, config, ds.images, ds.labels, attack, victim_seeds=seeds["--victims"],
                            eot_seeds=seeds["--eot"], transfer_seed=transfer_seed, sanity_images=sanity_images,
-                           queries=queries, progress=lambda label, total: _progress(None, label, total))
+                           queries=queries, progress=_bar)
     click.echo(f"{net.arch} on {ds.source}, {len(ds.labels)} images, {size}x{size} crossbars")
     click.echo(format_report(report))
     if json_path:
@@ -409,11 +414,6 @@ def cache_clear():
 
     removed = clear_cache()
     click.echo(f"removed {len(removed)} cached file(s) from {cache_dir()}")
-
-
-def _format_eps(eps: float) -> str:
-    k = eps * 255
-    return f"{round(k)}/255" if eps > 0 and abs(k - round(k)) < 1e-9 else f"{eps:g}"
 
 
 @main.command()
@@ -450,7 +450,7 @@ def evaluate(model, dataset, weights, data, split, n, size, attack, eps_text, ep
     import json
     import time
 
-    from nxbar.attacks import parse_fraction
+    from nxbar.attacks import eps_label, parse_fraction
     from nxbar.experiments import MODES, AttackConfig, evaluate_modes
     from nxbar.weights import resolve_weights, weight_paths
 
@@ -483,7 +483,7 @@ def evaluate(model, dataset, weights, data, split, n, size, attack, eps_text, ep
         defence = victims[0]
     t = time.perf_counter()
     rows = evaluate_modes(*victims, ds.images, ds.labels, attacks, modes=tuple(mode_list), batch_size=batch_size,
-                          progress=lambda label, total: _progress(None, label, total))
+                          progress=_bar)
     timings["attack_s"] = time.perf_counter() - t
     sanity = None
     if sanity_images:
@@ -492,9 +492,8 @@ def evaluate(model, dataset, weights, data, split, n, size, attack, eps_text, ep
         t = time.perf_counter()
         targets = {"software": victims[0], **({f"chip {config.seed}": victims[1]} if victims[1] is not None else {})}
         k = min(sanity_images, len(ds.labels))
-        sanity = {name: [c.as_dict() for c in sanity_checks(m, ds.images[:k], ds.labels[:k], attacks[0],
-                                                            queries=queries, label=f"sanity checks [{name}]",
-                                                            progress=lambda label, total: _progress(None, label, total))]
+        sanity = {name: [c.as_dict() for c in sanity_checks(m, ds.images[:k], ds.labels[:k], attacks[0], queries=queries,
+                                                            label=f"sanity checks [{name}]", progress=_bar)]
                   for name, m in targets.items()}
         timings["sanity_s"] = time.perf_counter() - t
     timings["total_s"] = time.perf_counter() - t0
@@ -510,11 +509,11 @@ def evaluate(model, dataset, weights, data, split, n, size, attack, eps_text, ep
                    ", ".join(f"{k}={v}" for k, v in config.as_dict().items() if k not in ("size", "seed")))
     click.echo(f"{'mode':5s} {'eps':>8s} {'CA %':>7s} {'AA %':>7s} {'AL %':>7s}")
     for r in rows:
-        click.echo(f"{r['mode']:5s} {_format_eps(r['eps']):>8s} {r['CA']:7.2f} {r['AA']:7.2f} {r['AL']:7.2f}")
+        click.echo(f"{r['mode']:5s} {eps_label(attack, r['eps']):>8s} {r['CA']:7.2f} {r['AA']:7.2f} {r['AL']:7.2f}")
     if sanity is not None:
         from nxbar.sanity import format_checks
 
-        click.echo(f"gradient-masking sanity checks, PGD eps {_format_eps(eps_list[0])}, first {k} images:")
+        click.echo(f"gradient-masking sanity checks, PGD eps {eps_label(attack, eps_list[0])}, first {k} images:")
         click.echo("\n".join(format_checks(sanity)))
     elif attack == "pgd":
         click.echo("gradient-masking sanity checks: not run (--sanity-images N runs them)")
@@ -556,6 +555,7 @@ def evaluate(model, dataset, weights, data, split, n, size, attack, eps_text, ep
 def reproduce(name, list_only, write_report, draw_figures, quick, n, out):
     """Run experiment NAME of the study, resuming from the cells already stored (issue 6, SPEC 1)."""
     from nxbar import reproduce as rp
+    from nxbar.attacks import eps_label
 
     out = out or rp.DEFAULT_OUT
     if list_only:
@@ -578,7 +578,7 @@ def reproduce(name, list_only, write_report, draw_figures, quick, n, out):
         raise ValueError("give an experiment NAME (see --list), --list or --report")
     else:
         def progress(i, total, cell):
-            eps = f" eps {rp.eps_label(cell.attack.attack, cell.attack.eps)} {cell.attack.eps_space}" if cell.attack else ""
+            eps = f" eps {eps_label(cell.attack.attack, cell.attack.eps)} {cell.attack.eps_space}" if cell.attack else ""
             click.echo(f"[{i}/{total}] {cell.model} {cell.size or 'software'} {cell.mode}{eps} "
                        f"{dict(cell.physics) or ''} chip {cell.seed} {cell.layer}", err=True)
 

@@ -25,6 +25,13 @@ def parse_fraction(text: str, name: str = "eps") -> float:
     return value
 
 
+def eps_label(attack: str, eps: float) -> str:
+    """An eps as the paper writes it (the inverse of `parse_fraction`): '8/255' for PGD when eps is a whole
+    number of 1/255 steps, '0.1' for FGSM and any other eps."""
+    steps = eps * 255
+    return f"{round(steps)}/255" if attack == "pgd" and abs(steps - round(steps)) < 1e-9 else f"{eps:g}"
+
+
 def pixel_budget(eps: float, eps_space: str, std) -> np.ndarray:
     """Per-channel pixel-space budget of `eps` (shape (3,)).
 

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from nxbar import reproduce
+from nxbar.attacks import eps_label
 
 RESULT_COLUMNS = frozenset(reproduce.COLUMNS) - frozenset(reproduce.KEY_COLUMNS)
 SEED_COLUMNS = ("chip_seed", "attack_seed")
@@ -169,7 +170,7 @@ def _lines(ax, entries, attack: str):
     for label, key, xs, mean, std in entries:
         ax.errorbar([eps.index(x) for x in xs], mean, yerr=_error_bars(std), label=label, marker="o", markersize=4,
                     capsize=3, color=colours[tuple(key.items())], linestyle="--" if key.get("mode") == "HH" else "-")
-    ax.set_xticks(range(len(eps)), [reproduce.eps_label(attack, e) for e in eps])
+    ax.set_xticks(range(len(eps)), [eps_label(attack, e) for e in eps])
     ax.legend(fontsize=7)
 
 

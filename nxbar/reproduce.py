@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 import nxbar
+from nxbar.attacks import eps_label
 from nxbar.crossbar.config import PARASITIC_FIELDS, CrossbarConfig
 from nxbar.crossbar.mapped import map_model, random_tile_nf
 from nxbar.defences import InputDiscretization
@@ -398,13 +399,6 @@ C7_FLAT_PP = 5.0  # C7: AL "stays flat" = a discretized crossbar row's AL varies
 NOT_REGISTERED = {
     "C11": "Tiny ImageNet VGG16 (Fig. 7): its training set cannot be obtained here (SPEC 1)",
 }
-
-
-def eps_label(attack: str, eps: float) -> str:
-    """Column header of an eps as the paper writes it: '8/255' for PGD (when eps is a whole number of 1/255
-    steps), '0.1' for FGSM and any other eps."""
-    steps = eps * 255
-    return f"{round(steps)}/255" if attack == "pgd" and abs(steps - round(steps)) < 1e-9 else f"{eps:g}"
 
 
 def _setting(r: dict) -> str:

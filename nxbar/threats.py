@@ -20,7 +20,6 @@ from nxbar.crossbar.mapped import map_model
 from nxbar.experiments import AttackConfig, count_correct, make_adversarial, no_progress
 from nxbar.sanity import format_checks, noise_pct, sanity_checks
 
-ATTACKERS = ("white-box", "software", "nominal", "eot", "transfer")
 KNOWS = {  # what each attacker holds of the victim chip
     "white-box": "the victim itself (SW on software, HH on a chip)",
     "software": "the software weights only (SH on a chip)",
@@ -28,6 +27,7 @@ KNOWS = {  # what each attacker holds of the victim chip
     "eot": "the design and the chip distribution (EOT over sampled chips)",
     "transfer": "one other chip of the same design",
 }
+ATTACKERS = tuple(KNOWS)
 
 
 class EOTModel:

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from nxbar.attacks import fgsm, parse_fraction, pgd, pixel_budget, project
+from nxbar.attacks import eps_label, fgsm, parse_fraction, pgd, pixel_budget, project
 from nxbar.experiments import AttackConfig, count_correct, evaluate_modes, make_adversarial
 
 
@@ -45,6 +45,11 @@ def test_parse_fraction():
         with pytest.raises(ValueError, match="not a number or fraction"):
             parse_fraction(bad)
 
+
+def test_eps_label_inverts_parse_fraction():
+    assert [eps_label("pgd", parse_fraction(t)) for t in ("2/255", "8/255", "0/255")] == ["2/255", "8/255", "0/255"]
+    assert eps_label("pgd", 0.03) == "0.03"  # 7.65 steps of 1/255: written as given
+    assert eps_label("fgsm", 0.2) == "0.2" and eps_label("fgsm", 8 / 255) == "0.0313725"  # the paper's FGSM headers
 
 def test_pixel_budget_spaces():
     std = np.array([0.25, 0.5, 0.125])

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import nxbar.reproduce as rp
+from nxbar.attacks import eps_label
 from nxbar.crossbar.config import PARASITIC_FIELDS
 from nxbar.experiments import count_correct
 from nxbar.models.vgg import random_params
@@ -40,7 +41,7 @@ def test_grid_sizes():
 @pytest.mark.parametrize("name", ["table1", "table2", "table3"])
 def test_eps_lists_match_paper_headers(name):
     cells = rp.experiment_cells(name)
-    labels = list(dict.fromkeys(rp.eps_label(c.attack.attack, c.attack.eps) for c in cells))
+    labels = list(dict.fromkeys(eps_label(c.attack.attack, c.attack.eps) for c in cells))
     assert labels == _paper_header(name)
     assert {c.attack.eps_space for c in cells} == ({"pixel", "normalized"} if name == "table1" else {"pixel"})
 
