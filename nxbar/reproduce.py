@@ -725,7 +725,7 @@ def _networks_section(weights_dir: Path) -> list[str]:
     lines = ["## Shipped networks (`weights/`)", ""]
     if not records:
         return lines + ["None yet: `tools/train_export.py` trains and exports them (README, 'Training').", ""]
-    body = [[stem, r.get("model", r["arch"]), str(r["epochs"]), f"{r['final_train_loss']:.4f}",
+    body = [[stem, r.get("model", r["arch"]), str(r["training"]["epochs"]), f"{r['training']['final_train_loss']:.4f}",
              _percent_of(r, "embedded_lossless_test"), _percent_of(r, "jpeg_test")] for stem, r in records.items()]
     lines += ["Clean accuracy in percent, measured by nxbar's engine at export (the weight file's json):", "",
               _markdown(["weight file", "model", "epochs", "final training loss", "1,000 embedded lossless test",

@@ -346,13 +346,13 @@ def test_report_lists_the_shipped_networks_with_quanos_ans_and_bits(tmp_path):
     def acc(correct, total):
         return {"correct": correct, "total": total, "accuracy": correct / total}
 
-    full = {"arch": "vgg8", "epochs": 15, "final_train_loss": 0.12345,
+    full = {"arch": "vgg8", "training": {"epochs": 15, "final_train_loss": 0.12345},  # tools/train_export.py's layout
             "accuracy": {"embedded_lossless_test": acc(912, 1000), "jpeg_test": acc(9050, 10000)}}
     plan = {"ans": {"conv1": 0.5, "fc1": 0.25}, "bits": {"conv1": 2, "fc1": 4},
             "attack": {"attack": "fgsm", "eps": 0.1},
             "ans_images": "first 512 training images", "rule": "Rule: the more sensitive\n    half gets 2 bits.",
             "from": {"weights": "weights/vgg8_cifar10.npz", "accuracy": full["accuracy"]}}
-    quanos = {**full, "model": "vgg8q", "epochs": 3, "quanos": plan,
+    quanos = {**full, "model": "vgg8q", "training": {"epochs": 3, "final_train_loss": 0.12345}, "quanos": plan,
               "accuracy": {"embedded_lossless_test": acc(897, 1000), "jpeg_test": acc(8900, 10000)}}
     weights = tmp_path / "w"
     weights.mkdir()
