@@ -42,9 +42,9 @@ threats() {  # threats() MODEL SIZE: attacker x victim matrix on SIZE x SIZE cro
 train vgg8 15
 accurate vgg8_cifar10
 evaluate
+threats vgg8 32; threats vgg8 16; threats vgg8 64
 train vgg16 20
 accurate vgg16_cifar10
-threats vgg8 32; threats vgg8 16; threats vgg8 64
 reproduce nf table1 table2
 train vgg8 3 --quanos-from weights/vgg8_cifar10
 reproduce table3 fig9 fig8a fig8b
