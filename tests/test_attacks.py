@@ -51,6 +51,7 @@ def test_eps_label_inverts_parse_fraction():
     assert eps_label("pgd", 0.03) == "0.03"  # 7.65 steps of 1/255: written as given
     assert eps_label("fgsm", 0.2) == "0.2" and eps_label("fgsm", 8 / 255) == "0.0313725"  # the paper's FGSM headers
 
+
 def test_pixel_budget_spaces():
     std = np.array([0.25, 0.5, 0.125])
     assert np.array_equal(pixel_budget(0.1, "pixel", std), [0.1, 0.1, 0.1])
