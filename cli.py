@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import sys
+import time
 
 import click
 import numpy as np
@@ -28,8 +29,45 @@ def _fail_cleanly(command):
     return wrapper
 
 
+class _LogProgress:
+    """Progress written to a log (stderr is not a terminal, e.g. a nohup'd run), where a bar's redraws are
+    lost: a line `label: done/total (percent) elapsed, ETA` at most every `every_s` seconds and one at the end."""
+
+    def __init__(self, iterable, label, length=None, every_s=60.0):
+        self.iterable, self.label, self.every_s = iterable, label, every_s
+        self.total, self.done = (length if length is not None else len(iterable)), 0
+
+    def __enter__(self):
+        self.t0 = self.last = time.monotonic()
+        return self
+
+    def __exit__(self, exc_type, *_):
+        if exc_type is None:
+            self._line()
+        return False
+
+    def __iter__(self):
+        for item in self.iterable:
+            yield item
+            self.update(1)
+
+    def update(self, n):
+        self.done += n
+        if time.monotonic() - self.last >= self.every_s and self.done < self.total:
+            self.last = time.monotonic()
+            self._line()
+
+    def _line(self):
+        elapsed = time.monotonic() - self.t0
+        eta = f", ETA {elapsed * (self.total - self.done) / self.done:.0f} s" if 0 < self.done < self.total else ""
+        pct = 100.0 * self.done / self.total if self.total else 100.0
+        click.echo(f"{self.label}: {self.done}/{self.total} ({pct:.0f}%) {elapsed:.0f} s{eta}", err=True)
+
+
 def _progress(iterable, label, length=None):
-    """A progress bar on stderr (so stdout stays a clean table)."""
+    """A progress bar on stderr (so stdout stays a clean table); timed lines instead when stderr is a log."""
+    if not sys.stderr.isatty():
+        return _LogProgress(iterable, label, length)
     return click.progressbar(iterable, length=length, label=label, file=sys.stderr, show_pos=True)
 
 
@@ -220,9 +258,7 @@ def _config(size: int, kwargs: dict):
 def _map(net, config, use_cache: bool):
     from nxbar.crossbar.mapped import map_model
 
-    bar = click.progressbar(length=len(net.mvm_names), label=f"mapping onto {config.size}x{config.size} crossbars",
-                            file=sys.stderr, show_pos=True)
-    with bar:
+    with _progress(None, f"mapping onto {config.size}x{config.size} crossbars", len(net.mvm_names)) as bar:
         mapped = map_model(net, config, cache=use_cache, progress=lambda name, i, n: bar.update(1))
     return mapped
 
@@ -448,7 +484,6 @@ def evaluate(model, dataset, weights, data, split, n, size, attack, eps_text, ep
              json_path, **physics):
     """Attack in the SW, SH and HH modes and print CA, AA and AL (SPEC sections 5 and 7)."""
     import json
-    import time
 
     from nxbar.attacks import eps_label, parse_fraction
     from nxbar.experiments import MODES, AttackConfig, evaluate_modes

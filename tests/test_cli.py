@@ -45,9 +45,24 @@ def test_version_and_info(run):
 
 
 def test_accuracy(run, weights):
-    out = run("accuracy", "--weights", weights, "--n", 20)
+    out = run("accuracy", "--weights", weights, "--n", 20, "--batch-size", 8)
     assert out.exit_code == 0, out.output
-    assert "/20 correct, clean accuracy" in out.output
+    assert "/20 correct, clean accuracy" in out.stdout
+    assert "classifying: 3/3 (100%)" in out.stderr  # stderr is not a terminal here: timed lines, not a bar
+
+
+def test_progress_in_a_log_is_timed_lines(capsys):
+    from cli import _LogProgress
+
+    with _LogProgress(None, "attack", 4, every_s=0.0) as bar:
+        for _ in range(4):
+            bar.update(1)
+    lines = capsys.readouterr().err.splitlines()
+    assert [line.split(")")[0] for line in lines] == [f"attack: {i}/4 ({25 * i}%" for i in (1, 2, 3, 4)]
+    assert all("ETA" in line for line in lines[:3]) and "ETA" not in lines[3]
+    with _LogProgress(range(5), "slow", every_s=3600.0) as bar:
+        assert list(bar) == list(range(5))
+    assert capsys.readouterr().err.splitlines() == ["slow: 5/5 (100%) 0 s"]
 
 
 def test_evaluate_software_only_with_json(run, weights, tmp_path):
