@@ -43,11 +43,10 @@ train vgg8 15
 accurate vgg8_cifar10
 evaluate
 threats vgg8 32; threats vgg8 16; threats vgg8 64
+train vgg8 3 --quanos-from weights/vgg8_cifar10
 train vgg16 20
 accurate vgg16_cifar10
-reproduce nf table1 table2
-train vgg8 3 --quanos-from weights/vgg8_cifar10
-reproduce table3 fig9 fig8a fig8b
+reproduce nf table1 table2 table3 fig9 fig8a fig8b
 train vgg16 3 --quanos-from weights/vgg16_cifar10
 reproduce fig4 fig5 fig6 fig10
 threats vgg16 32
