@@ -402,13 +402,16 @@ def ans(model, dataset, weights, data, split, n, attack, eps_text, widths, json_
 @click.option("--sanity-images", type=click.IntRange(min=1), default=100, show_default=True)
 @click.option("--queries", type=click.IntRange(min=1), default=300, show_default=True,
               help="Queries per image of the gradient-free random-search check.")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False, writable=True), default=None)
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, writable=True), default=None,
+              help="Write the report here; finished attackers are kept in JSON.partial meanwhile, and a run "
+                   "stopped part-way resumes from it.")
 @_fail_cleanly
 def threats(model, dataset, weights, data, split, n, size, eps_text, steps, alpha_text, attack_seed, victims, eot,
             transfer_seed, sanity_images, queries, json_path, **physics):
     """Attacker x victim matrix (software, nominal crossbar, EOT over chips, cross-chip transfer) with the
     gradient-masking sanity checks of Carlini et al."""
     import json
+    from pathlib import Path
 
     from nxbar.attacks import parse_fraction
     from nxbar.experiments import AttackConfig
@@ -426,15 +429,36 @@ def threats(model, dataset, weights, data, split, n, size, eps_text, steps, alph
     net, meta = _load_model(model, dataset, weights)
     config = _for_weights(config, meta)
     ds = _load_data(data, split, n, net)
+    made_with = {"model": model, "data": ds.source, "n_images": int(len(ds.labels)), "npz_sha256": meta["npz_sha256"]}
+    run_key = json.loads(json.dumps({  # everything the numbers depend on, as the partial file stores it
+        **made_with, "config": config.as_dict(), "attack": attack.as_dict(), "victims": seeds["--victims"],
+        "eot": seeds["--eot"], "transfer_seed": transfer_seed, "sanity_images": sanity_images, "queries": queries}))
+    partial = Path(f"{json_path}.partial") if json_path else None
+    done = None
+    if partial is not None and partial.exists():
+        stored = json.loads(partial.read_text())
+        if stored["run"] != run_key:
+            differ = sorted(k for k in run_key if stored["run"].get(k) != run_key[k])
+            raise ValueError(f"{partial} holds a stopped run with other {', '.join(differ)}; delete it to start "
+                             f"again, or rerun with the same options to resume it")
+        done = stored["part"]
+        click.echo(f"resuming from {partial}: {len(done['rows']) // 2} attacker(s) and "
+                   f"{len(done['checks'])} sanity target(s) done", err=True)
+
+    def keep(part):
+        tmp = partial.with_name(partial.name + ".tmp")
+        tmp.write_text(json.dumps({"run": run_key, "part": part}))
+        tmp.replace(partial)  # atomic: a kill leaves the old or the new file, never half of one
+
     report = threat_report(net, config, ds.images, ds.labels, attack, victim_seeds=seeds["--victims"],
                            eot_seeds=seeds["--eot"], transfer_seed=transfer_seed, sanity_images=sanity_images,
-                           queries=queries, progress=_bar)
+                           queries=queries, progress=_bar, done=done, on_part=keep if partial else None)
     click.echo(f"{net.arch} on {ds.source}, {len(ds.labels)} images, {size}x{size} crossbars")
     click.echo(format_report(report))
     if json_path:
         with open(json_path, "w") as f:
-            json.dump({**report, "model": model, "data": ds.source, "n_images": int(len(ds.labels)),
-                       "npz_sha256": meta["npz_sha256"], "versions": nxbar.versions()}, f, indent=2)
+            json.dump({**report, **made_with, "versions": nxbar.versions()}, f, indent=2)
+        partial.unlink(missing_ok=True)
         click.echo(f"wrote {json_path}")
 
 @main.group()

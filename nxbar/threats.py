@@ -82,7 +82,8 @@ def transfer(attacker, victim, images, labels, attack: AttackConfig, *, batch_si
 
 def threat_matrix(software, config: CrossbarConfig, images, labels, attack: AttackConfig, *,
                   victim_seeds=(0, 1, 2), eot_seeds=(100, 101, 102, 103), transfer_seed=200,
-                  attackers=ATTACKERS, cache=True, cache_dir=None, batch_size=200, progress=no_progress) -> list[dict]:
+                  attackers=ATTACKERS, cache=True, cache_dir=None, batch_size=200, progress=no_progress,
+                  rows_done=(), on_rows=None) -> list[dict]:
     """Rows of the attacker x victim matrix: CA, AA, AL (percent) of every attacker on every victim.
 
     One row per (attacker, victim) with victim "software" or "chips"; a "chips" row has the mean over
@@ -90,6 +91,8 @@ def threat_matrix(software, config: CrossbarConfig, images, labels, attack: Atta
     {seed, CA, AA, AL} per chip). EOT and transfer chips must not be victims (the attacker does not hold
     the victim chip): their seeds must be disjoint from `victim_seeds`. progress: as for `make_adversarial`,
     one bar per attack run.
+    Resuming: `rows_done` are rows an interrupted run of the same call returned through `on_rows`, which is
+    called with all rows so far after each attacker; their attackers are not attacked again.
     """
     bad = [a for a in attackers if a not in ATTACKERS]
     if bad or not attackers:
@@ -111,8 +114,15 @@ def threat_matrix(software, config: CrossbarConfig, images, labels, attack: Atta
     }
     common = {"attack": attack, "batch_size": batch_size, "progress": progress}
     head = {**attack.as_dict(), "n": len(labels)}
-    rows = []
+    rows = list(rows_done)
+    for r in rows:
+        if r["attacker"] not in attackers or any(r.get(k) != v for k, v in head.items()):
+            raise ValueError(f"rows_done holds a {r['attacker']!r} row of another attack or image count than "
+                             f"{head} with attackers {', '.join(attackers)}")
+    done = {r["attacker"] for r in rows}
     for name in attackers:
+        if name in done:
+            continue
         x_adv = None
         if name != "white-box":
             x_adv = make_adversarial(fixed[name](), images, labels, attack, batch_size=batch_size, progress=progress,
@@ -127,26 +137,42 @@ def threat_matrix(software, config: CrossbarConfig, images, labels, attack: Atta
             values = np.array([p[key] for p in per_seed])
             stats[key], stats[f"{key}_std"] = float(values.mean()), float(values.std())
         rows.append({"attacker": name, "victim": "chips", **head, **stats, "per_seed": per_seed})
-    return rows
+        if on_rows is not None:
+            on_rows(list(rows))
+    return sorted(rows, key=lambda r: attackers.index(r["attacker"]))  # stable: software before chips
 
 
 def threat_report(software, config: CrossbarConfig, images, labels, attack: AttackConfig, *,
                   victim_seeds=(0, 1, 2), eot_seeds=(100, 101, 102, 103), transfer_seed=200,
                   sanity_images: int = 100, queries: int = 300, cache=True, cache_dir=None, batch_size=200,
-                  progress=no_progress) -> dict:
+                  progress=no_progress, done=None, on_part=None) -> dict:
     """The threat matrix (`threat_matrix`) and, with it, the gradient-masking sanity checks
     (`nxbar.sanity.sanity_checks`) of the white-box attack on the software model and on the first victim
-    chip, run on the first `sanity_images` images. JSON-serialisable: {config, attack, rows, checks, sanity_images}."""
+    chip, run on the first `sanity_images` images. JSON-serialisable: {config, attack, rows, checks, sanity_images}.
+    Resuming (a run takes about an hour on VGG8): `on_part` is called with {rows, checks} so far after each
+    attacker and each sanity target; `done`, such a dict from an interrupted run of the same call, is not
+    computed again. The caller keeps the parts and checks that they come from the same call."""
+    done = done or {"rows": [], "checks": {}}
+    checks = dict(done["checks"])
+
+    def save_rows(rows):
+        if on_part is not None:
+            on_part({"rows": rows, "checks": dict(checks)})
+
     rows = threat_matrix(software, config, images, labels, attack, victim_seeds=victim_seeds, eot_seeds=eot_seeds,
                          transfer_seed=transfer_seed, cache=cache, cache_dir=cache_dir, batch_size=batch_size,
-                         progress=progress)
+                         progress=progress, rows_done=done["rows"], on_rows=save_rows)
     first = victim_seeds[0]
-    targets = {"software": software, f"chip {first}": chip(software, config, first, cache=cache, cache_dir=cache_dir)}
-    checks = {}
+    targets = {"software": lambda: software,
+               f"chip {first}": lambda: chip(software, config, first, cache=cache, cache_dir=cache_dir)}
     for name, model in targets.items():
+        if name in checks:
+            continue
         x = images[:sanity_images]
-        checks[name] = [c.as_dict() for c in sanity_checks(model, x, labels[:sanity_images], attack, queries=queries,
-                                                           progress=progress, label=f"sanity checks [{name}]")]
+        checks[name] = [c.as_dict() for c in sanity_checks(model(), x, labels[:sanity_images], attack,
+                                                           queries=queries, progress=progress,
+                                                           label=f"sanity checks [{name}]")]
+        save_rows(rows)
     return {"config": config.as_dict(), "attack": attack.as_dict(), "rows": rows, "checks": checks,
             "sanity_images": int(min(sanity_images, len(labels)))}
 

@@ -229,12 +229,40 @@ def test_threats_command_errors(run, weights):
     assert out.exit_code == 2 and "steps 0 is not allowed" in out.output
 
 
-def test_threats_command_runs(run, weights, tmp_path):
-    path = tmp_path / "t.json"
-    out = run("threats", "--weights", weights, "--n", 4, "--xbar", 64, *IDEAL, "--steps", 2, "--victims", "0",
-              "--eot", "1", "--transfer-seed", 2, "--sanity-images", 4, "--queries", 5, "--json", path)
+THREATS = ["threats", "--n", 4, "--xbar", 64, *IDEAL, "--steps", 2, "--victims", "0", "--eot", "1",
+           "--transfer-seed", 2, "--sanity-images", 4, "--queries", 5]
+
+
+def test_threats_command_runs_and_resumes_a_stopped_run(run, weights, tmp_path, monkeypatch):
+    import nxbar.threats
+
+    real, calls = nxbar.threats.sanity_checks, []
+
+    def stop_at_the_chip(*args, **kwargs):
+        calls.append(kwargs["label"])
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # the session ends during the chip's sanity checks
+        return real(*args, **kwargs)
+
+    def attack_again(*args, **kwargs):
+        raise AssertionError("the resumed run attacked again with a finished attacker")
+
+    path, partial = tmp_path / "t.json", tmp_path / "t.json.partial"
+    with monkeypatch.context() as m:
+        m.setattr(nxbar.threats, "sanity_checks", stop_at_the_chip)
+        assert run(*THREATS, "--weights", weights, "--json", path).exit_code != 0
+    part = json.loads(partial.read_text())["part"]
+    assert not path.exists() and len(part["rows"]) == 10 and list(part["checks"]) == ["software"]
+    out = run(*THREATS, "--weights", weights, "--steps", 3, "--json", path)  # not the stopped run's options
+    assert out.exit_code == 2 and "t.json.partial holds a stopped run with other attack;" in out.output
+    with monkeypatch.context() as m:
+        m.setattr(nxbar.threats, "make_adversarial", attack_again)
+        out = run(*THREATS, "--weights", weights, "--json", path)
     assert out.exit_code == 0, out.output
+    assert "resuming from" in out.stderr and "5 attacker(s) and 1 sanity target(s) done" in out.stderr
     record = json.loads(path.read_text())
+    assert record["rows"] == part["rows"] and record["checks"]["software"] == part["checks"]["software"]
+    assert list(record["checks"]) == ["software", "chip 0"] and not partial.exists()
     assert {"config", "attack", "rows", "checks", "npz_sha256", "versions"} <= set(record)
     assert record["model"] == "vgg8" and record["sanity_images"] == 4 and record["n_images"] == 4
     # ideal crossbars without variation: every chip is the software network, so every attacker hits it alike

@@ -163,6 +163,27 @@ def test_threat_report_carries_the_matrix_and_the_sanity_checks(net, data, tmp_p
     assert text[2].split()[:2] == ["white-box", "chips"] and "+-" in text[2] and "+-" not in text[1]
 
 
+def test_threat_report_resumed_from_any_part_equals_the_uninterrupted_report(net, data, tmp_path):
+    x, y = data
+    kwargs = {"victim_seeds": (0, 1), "eot_seeds": (10,), "transfer_seed": 20, "sanity_images": 10, "queries": 20,
+              "cache_dir": tmp_path}
+    parts = []
+    whole = threat_report(net, CONFIG, x, y, ATTACK, on_part=lambda p: parts.append(json.loads(json.dumps(p))),
+                          **kwargs)
+    # one part after each attacker, then one after each sanity target; each part holds all finished so far
+    assert len(parts) == len(ATTACKERS) + 2
+    assert [len(p["rows"]) for p in parts] == [2 * k for k in range(1, len(ATTACKERS) + 1)] + [2 * len(ATTACKERS)] * 2
+    assert [len(p["checks"]) for p in parts] == [0] * len(ATTACKERS) + [1, 2]
+    for part in (parts[0], parts[2], parts[-2]):  # stopped after 1 attacker, 3 attackers, the first sanity target
+        later = []
+        resumed = threat_report(net, CONFIG, x, y, ATTACK, done=part, on_part=later.append, **kwargs)
+        assert json.loads(json.dumps(resumed)) == json.loads(json.dumps(whole))
+        assert len(later) == len(parts) - parts.index(part) - 1  # only the missing parts were computed
+    other = AttackConfig(eps=8 / 255, steps=3, alpha=2 / 255, seed=1)  # ATTACK with 3 steps, not 5
+    with pytest.raises(ValueError, match="rows_done holds a 'white-box' row of another attack"):
+        threat_report(net, CONFIG, x, y, other, done=parts[0], **kwargs)
+
+
 def _row(attacker, victim, al, aa, al_std=None):
     return {"attacker": attacker, "victim": victim, "n": 500, "CA": al + aa, "AA": aa, "AL": al,
             **({} if al_std is None else {"CA_std": 0.0, "AA_std": 0.0, "AL_std": al_std})}

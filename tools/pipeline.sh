@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Every long job of the project, in order: training and export of the shipped networks, then the stored
 # reference results. Each step resumes where it stopped (training from its checkpoint, `nxbar reproduce`
-# from the cells already in its CSV) or is skipped when its output exists, so after a session ends the
-# same command simply goes on:
+# from the cells already in its CSV, `nxbar threats` from the attackers in its JSON.partial) or is skipped
+# when its output exists, so after a session ends the same command simply goes on:
 #
 #   setsid nohup nice -n 10 bash tools/pipeline.sh >> ~/.cache/nxbar/pipeline.log 2>&1 < /dev/null &
 #
