@@ -306,6 +306,14 @@ def test_report_threat_section_from_stored_matrices(tmp_path):
     assert ("The study's gaps: SH 45.00 pp, HH 25.00 pp. Strongest attacker on the chips: eot (AL 84.60), "
             "gap +0.40 pp: the robustness does not survive it.") in text
     assert "| chip 0 | loss_increases | FAIL | mean loss 0.300 at the start, 2.500 after the last step |" in text
+    # a network the chips do not protect: every gap within noise, nothing for a stronger attacker to remove
+    flat = _threats_json("vgg8")
+    for r in flat["rows"]:
+        r.update(AL=85.0, AA=5.0)
+    (tmp_path / "threats" / "vgg8_xbar32.json").write_text(json.dumps(flat))
+    assert ("The study's gaps: SH 0.00 pp, HH 0.00 pp. Strongest attacker on the chips: white-box (AL 85.00), "
+            "gap +0.00 pp. There is no robustness to lose here: the study's own attacks (SH, HH) leave gaps "
+            "within noise.") in rp.report(tmp_path).read_text()
 
 
 def test_cells_shared_between_experiments_are_copied_not_recomputed(tmp_path, vgg8_weights, monkeypatch):
