@@ -192,19 +192,23 @@ def robustness(report: dict) -> list[dict]:
 
     The study's robustness is the chips' adversarial loss falling below the software model's under its own
     white-box attack: gap(a) = AL(SW) - AL(a -> chips), in percentage points, AL(SW) the white-box row on
-    the software victim and AL(a -> chips) the mean over the victim chips. It survives attacker a when
-    gap(a) > noise, noise = two standard errors of the chips' mean adversarial accuracy AA on the n images
-    (`nxbar.sanity.noise_pct`, Agresti-Coull). One dict per attacker: attacker, AL, AL_std, gap_pp, noise_pp, survives.
+    the software victim and AL(a -> chips) the mean over the victim chips. Since AL = CA - AA the gap splits
+    into clean accuracy the chips lost, CA(SW) - CA(chips), which is no robustness at all, and adversarial
+    accuracy they kept, AA(a -> chips) - AA(SW). The robustness survives attacker a when the kept AA exceeds
+    noise = two standard errors of the chips' mean AA on the n images (`nxbar.sanity.noise_pct`,
+    Agresti-Coull). One dict per attacker: attacker, AL, AL_std, gap_pp, ca_lost_pp, aa_kept_pp, noise_pp,
+    survives.
     """
     rows = {(r["attacker"], r["victim"]): r for r in report["rows"]}
     if ("white-box", "software") not in rows:
         raise ValueError("robustness needs the white-box attacker's row on the software victim (AL of SW); "
                          f"the report has attackers {', '.join(dict.fromkeys(a for a, _ in rows))}")
-    sw = rows[("white-box", "software")]["AL"]
+    sw = rows[("white-box", "software")]
     out = []
     for (attacker, victim), r in rows.items():
         if victim == "chips":
-            gap, noise = sw - r["AL"], noise_pct(r["AA"], r["n"])
-            out.append({"attacker": attacker, "AL": r["AL"], "AL_std": r["AL_std"], "gap_pp": gap,
-                        "noise_pp": noise, "survives": gap > noise})
+            kept, noise = r["AA"] - sw["AA"], noise_pct(r["AA"], r["n"])
+            out.append({"attacker": attacker, "AL": r["AL"], "AL_std": r["AL_std"], "gap_pp": sw["AL"] - r["AL"],
+                        "ca_lost_pp": sw["CA"] - r["CA"], "aa_kept_pp": kept, "noise_pp": noise,
+                        "survives": kept > noise})
     return out

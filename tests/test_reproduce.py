@@ -297,23 +297,34 @@ def test_report_threat_section_from_stored_matrices(tmp_path):
     assert "behind these claims: 1/2 pass; failing: vgg8_xbar32 chip 0 loss_increases (section" in text
     assert ("### vgg8_xbar32: vgg8 on 32x32 crossbars, PGD eps 8/255 (pixel), 10 steps, 500 images, "
             "victim chips 0, 1, 2") in text
-    # SW AL 85; chips: white-box 60 (AA 25%, 125 of 500: gap 25 > noise 200 sqrt(p (1 - p) / 504) = 3.87 with
-    # p = 127/504), software 40 (gap 45), eot 84.6 (AA 0.4%, 2 images: gap 0.4 < noise 0.79 with p = 4/504)
+    # SW CA 90, AA 5, AL 85; chips CA 85: white-box AL 60 (AA 25%, 125 of 500: kept 20 > noise
+    # 200 sqrt(p (1 - p) / 504) = 3.87 with p = 127/504), software AL 40 (kept 40), eot AL 84.6 (AA 0.4%,
+    # 2 images: kept -4.6 < noise 0.79 with p = 4/504); every gap includes the 5 pp of clean accuracy lost
     assert ("| white-box | the victim itself (SW on software, HH on a chip) | 85.00 | 60.00 ± 1.50 | "
-            "+25.00 (noise 3.87) | yes |") in text
+            "+25.00 | +5.00 | +20.00 (noise 3.87) | yes |") in text
     assert ("| eot | the design and the chip distribution (EOT over sampled chips) | 50.00 | 84.60 ± 0.50 | "
-            "+0.40 (noise 0.79) | no |") in text
-    assert ("The study's gaps: SH 45.00 pp, HH 25.00 pp. Strongest attacker on the chips: eot (AL 84.60), "
-            "gap +0.40 pp: the robustness does not survive it.") in text
+            "+0.40 | +5.00 | -4.60 (noise 0.79) | no |") in text
+    assert ("The study's gaps: SH 45.00 pp (CA lost 5.00, AA kept 40.00), HH 25.00 pp (CA lost 5.00, AA kept "
+            "20.00). Strongest attacker on the chips: eot (AL 84.60), gap +0.40 pp: the robustness does not "
+            "survive it.") in text
     assert "| chip 0 | loss_increases | FAIL | mean loss 0.300 at the start, 2.500 after the last step |" in text
-    # a network the chips do not protect: every gap within noise, nothing for a stronger attacker to remove
-    flat = _threats_json("vgg8")
-    for r in flat["rows"]:
-        r.update(AL=85.0, AA=5.0)
-    (tmp_path / "threats" / "vgg8_xbar32.json").write_text(json.dumps(flat))
-    assert ("The study's gaps: SH 0.00 pp, HH 0.00 pp. Strongest attacker on the chips: white-box (AL 85.00), "
-            "gap +0.00 pp. There is no robustness to lose here: the study's own attacks (SH, HH) leave gaps "
-            "within noise.") in rp.report(tmp_path).read_text()
+
+    def chips_at(ca):  # a network the chips do not protect: AA 5% everywhere, the chips' clean accuracy `ca`
+        flat = _threats_json("vgg8")
+        for r in flat["rows"]:
+            r.update(CA=90.0 if r["victim"] == "software" else ca, AA=5.0)
+            r["AL"] = r["CA"] - r["AA"]
+        (tmp_path / "threats" / "vgg8_xbar32.json").write_text(json.dumps(flat))
+        return rp.report(tmp_path).read_text()
+
+    assert ("The study's gaps: SH 0.00 pp (CA lost 0.00, AA kept 0.00), HH 0.00 pp (CA lost 0.00, AA kept 0.00). "
+            "Strongest attacker on the chips: white-box (AL 85.00), gap +0.00 pp. There is no robustness to lose "
+            "here: the study's own attacks (SH, HH) leave gaps within noise.") in chips_at(90.0)
+    # a lower AL from clean accuracy alone is not robustness
+    assert ("The study's gaps: SH 10.00 pp (CA lost 10.00, AA kept 0.00), HH 10.00 pp (CA lost 10.00, AA kept "
+            "0.00). Strongest attacker on the chips: white-box (AL 75.00), gap +10.00 pp. There is no robustness "
+            "to lose here: under the study's own attacks (SH, HH) the chips keep no more adversarial images than "
+            "software beyond noise; their lower AL is clean accuracy lost.") in chips_at(80.0)
 
 
 def test_cells_shared_between_experiments_are_copied_not_recomputed(tmp_path, vgg8_weights, monkeypatch):

@@ -184,23 +184,27 @@ def test_threat_report_resumed_from_any_part_equals_the_uninterrupted_report(net
         threat_report(net, CONFIG, x, y, other, done=parts[0], **kwargs)
 
 
-def _row(attacker, victim, al, aa, al_std=None):
-    return {"attacker": attacker, "victim": victim, "n": 500, "CA": al + aa, "AA": aa, "AL": al,
+def _row(attacker, victim, al, aa, al_std=None, ca=90.0):
+    return {"attacker": attacker, "victim": victim, "n": 500, "CA": ca, "AA": aa, "AL": al,
             **({} if al_std is None else {"CA_std": 0.0, "AA_std": 0.0, "AL_std": al_std})}
 
 
 def test_robustness_on_a_hand_made_report():
     rows = [_row("white-box", "software", 50.0, 40.0), _row("white-box", "chips", 20.0, 70.0, 1.0),
             _row("software", "software", 50.0, 40.0), _row("software", "chips", 10.0, 80.0, 0.5),
-            _row("eot", "software", 30.0, 60.0), _row("eot", "chips", 48.0, 42.0, 2.0)]
+            _row("eot", "software", 30.0, 60.0), _row("eot", "chips", 48.0, 42.0, 2.0),
+            _row("nominal", "software", 50.0, 40.0), _row("nominal", "chips", 30.0, 40.0, 1.0, ca=70.0)]
     left = {r["attacker"]: r for r in robustness({"rows": rows})}
-    assert list(left) == ["white-box", "software", "eot"]
+    assert list(left) == ["white-box", "software", "eot", "nominal"]
     # noise = 200 sqrt(p (1 - p) / 504), p = (k + 2) / 504 with k = AA * 500 correct:
     # AA 70% -> p = 352/504, 4.0886 pp; 80% -> 402/504, 3.5793 pp; 42% -> 212/504, 4.3979 pp
     assert left["white-box"]["gap_pp"] == 30.0 and left["white-box"]["noise_pp"] == pytest.approx(4.0886, abs=1e-4)
     assert left["software"]["gap_pp"] == 40.0 and left["software"]["noise_pp"] == pytest.approx(3.5793, abs=1e-4)
     assert left["eot"]["gap_pp"] == 2.0 and left["eot"]["noise_pp"] == pytest.approx(4.3979, abs=1e-4)
-    assert [r["survives"] for r in left.values()] == [True, True, False]
+    # the gap is CA lost + AA kept; only the kept AA is robustness: nominal's 20 pp gap is all clean accuracy
+    assert [(r["ca_lost_pp"], r["aa_kept_pp"]) for r in left.values()] == [(0, 30), (0, 40), (0, 2), (20, 0)]
+    assert left["nominal"]["gap_pp"] == 20.0
+    assert [r["survives"] for r in left.values()] == [True, True, False, False]
     assert left["eot"]["AL_std"] == 2.0
     with pytest.raises(ValueError, match="needs the white-box attacker's row.*attackers software, eot"):
         robustness({"rows": rows[2:]})
