@@ -187,6 +187,17 @@ def test_verdicts_on_hand_made_results(tmp_path):
     assert v["C1"][0] == v["C3"][0] == v["C4"][0] == "holds"
     assert v["C4"][1].startswith("15/15 comparisons hold")  # 3 sizes x 5 eps, chip seeds averaged
     assert v["C5"] == ("not run", "no stored results for it") and v["C8"][0] == "not run"
+    # CA is 90 in every cell, so the AL comparisons are AA comparisons too
+    in_aa = rp.verdicts_in_aa(rp.load_results(tmp_path))
+    assert in_aa == {"C1": "holds (30/30)", "C3": "holds (20/20)", "C4": "holds (15/15)", "C5": "not run",
+                     "C6": "not run", "C8": "not run", "C10": "not run"}
+
+    # AA 0 everywhere, CA (= AL) lower on larger crossbars: C1 and C3 hold in AL from clean accuracy alone
+    _write(tmp_path / "table2.csv", cells, lambda c: sizes[c.size], lambda c: sizes[c.size])
+    v, in_aa = rp.verdicts(rp.load_results(tmp_path)), rp.verdicts_in_aa(rp.load_results(tmp_path))
+    assert (v["C1"][0], v["C3"][0], v["C4"][0]) == ("holds", "holds", "does not hold")
+    assert (in_aa["C1"], in_aa["C3"], in_aa["C4"]) == ("does not hold (0/30)", "does not hold (0/20)",
+                                                       "does not hold (0/15)")
 
     # one HH cell (64x64, eps 2/255, all chips) above its SH cell: C4 fails there, with the numbers
     bad = lambda c: 71.5 if (c.size == 64 and c.mode == "HH" and c.attack.eps == 2 / 255) else good(c)
@@ -242,7 +253,7 @@ def test_cli(tmp_path):
     assert listed.exit_code == 0 and "table1   108 cells  FGSM" in listed.output and "nf        27 cells  NF" in listed.output
     result = invoke("--report", "--out", tmp_path)
     assert result.exit_code == 0 and (tmp_path / "paper" / "table2_pgd_vgg8_cifar10_AL.csv").is_file()
-    assert (tmp_path / "README.md").read_text().count("| not run |") == 11  # C1..C11
+    assert (tmp_path / "README.md").read_text().count("| not run |") == 11 + 7  # C1..C11, the AA view of 7
     _write(tmp_path / "table2.csv", rp.experiment_cells("table2"), lambda c: 10.0)
     result = invoke("--figures", "--out", tmp_path)
     if importlib.util.find_spec("matplotlib"):
