@@ -429,25 +429,26 @@ def threats(model, dataset, weights, data, split, n, size, eps_text, steps, alph
     net, meta = _load_model(model, dataset, weights)
     config = _for_weights(config, meta)
     ds = _load_data(data, split, n, net)
-    made_with = {"model": model, "data": ds.source, "n_images": int(len(ds.labels)), "npz_sha256": meta["npz_sha256"]}
     run_key = json.loads(json.dumps({  # everything the numbers depend on, as the partial file stores it
-        **made_with, "config": config.as_dict(), "attack": attack.as_dict(), "victims": seeds["--victims"],
+        "model": model, "data": ds.source, "n_images": int(len(ds.labels)), "npz_sha256": meta["npz_sha256"],
+        "config": config.as_dict(), "attack": attack.as_dict(), "victims": seeds["--victims"],
         "eot": seeds["--eot"], "transfer_seed": transfer_seed, "sanity_images": sanity_images, "queries": queries}))
     partial = Path(f"{json_path}.partial") if json_path else None
-    done = None
+    done, earlier_s, t0 = None, 0.0, time.perf_counter()
     if partial is not None and partial.exists():
         stored = json.loads(partial.read_text())
         if stored["run"] != run_key:
             differ = sorted(k for k in run_key if stored["run"].get(k) != run_key[k])
             raise ValueError(f"{partial} holds a stopped run with other {', '.join(differ)}; delete it to start "
                              f"again, or rerun with the same options to resume it")
-        done = stored["part"]
+        done, earlier_s = stored["part"], stored["wall_time_s"]
         click.echo(f"resuming from {partial}: {len(done['rows']) // 2} attacker(s) and "
                    f"{len(done['checks'])} sanity target(s) done", err=True)
 
     def keep(part):
         tmp = partial.with_name(partial.name + ".tmp")
-        tmp.write_text(json.dumps({"run": run_key, "part": part}))
+        elapsed_s = earlier_s + time.perf_counter() - t0
+        tmp.write_text(json.dumps({"run": run_key, "part": part, "wall_time_s": elapsed_s}))
         tmp.replace(partial)  # atomic: a kill leaves the old or the new file, never half of one
 
     report = threat_report(net, config, ds.images, ds.labels, attack, victim_seeds=seeds["--victims"],
@@ -457,9 +458,11 @@ def threats(model, dataset, weights, data, split, n, size, eps_text, steps, alph
     click.echo(format_report(report))
     if json_path:
         with open(json_path, "w") as f:
-            json.dump({**report, **made_with, "versions": nxbar.versions()}, f, indent=2)
+            json.dump({"command": "nxbar " + " ".join(sys.argv[1:]), **report, **run_key,
+                       "wall_time_s": earlier_s + time.perf_counter() - t0, "versions": nxbar.versions()}, f, indent=2)
         partial.unlink(missing_ok=True)
         click.echo(f"wrote {json_path}")
+
 
 @main.group()
 def cache():

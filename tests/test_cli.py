@@ -1,6 +1,7 @@
 """The `nxbar` command line: parsing, printed tables, the JSON record and every error path (click's CliRunner)."""
 
 import json
+import sys
 
 import pytest
 from click.testing import CliRunner
@@ -251,12 +252,14 @@ def test_threats_command_runs_and_resumes_a_stopped_run(run, weights, tmp_path, 
     with monkeypatch.context() as m:
         m.setattr(nxbar.threats, "sanity_checks", stop_at_the_chip)
         assert run(*THREATS, "--weights", weights, "--json", path).exit_code != 0
-    part = json.loads(partial.read_text())["part"]
+    stopped = json.loads(partial.read_text())
+    part = stopped["part"]
     assert not path.exists() and len(part["rows"]) == 10 and list(part["checks"]) == ["software"]
     out = run(*THREATS, "--weights", weights, "--steps", 3, "--json", path)  # not the stopped run's options
     assert out.exit_code == 2 and "t.json.partial holds a stopped run with other attack;" in out.output
     with monkeypatch.context() as m:
         m.setattr(nxbar.threats, "make_adversarial", attack_again)
+        m.setattr(sys, "argv", ["/venv/bin/nxbar", *map(str, THREATS)])  # the command line as a shell gives it
         out = run(*THREATS, "--weights", weights, "--json", path)
     assert out.exit_code == 0, out.output
     assert "resuming from" in out.stderr and "5 attacker(s) and 1 sanity target(s) done" in out.stderr
@@ -265,5 +268,8 @@ def test_threats_command_runs_and_resumes_a_stopped_run(run, weights, tmp_path, 
     assert list(record["checks"]) == ["software", "chip 0"] and not partial.exists()
     assert {"config", "attack", "rows", "checks", "npz_sha256", "versions"} <= set(record)
     assert record["model"] == "vgg8" and record["sanity_images"] == 4 and record["n_images"] == 4
+    assert (record["victims"], record["eot"], record["transfer_seed"], record["queries"]) == ([0], [1], 2, 5)
+    assert record["command"] == "nxbar " + " ".join(map(str, THREATS))
+    assert record["wall_time_s"] > stopped["wall_time_s"] > 0  # the stopped run's time counts too
     # ideal crossbars without variation: every chip is the software network, so every attacker hits it alike
     assert len({(r["CA"], r["AA"]) for r in record["rows"]}) == 1
