@@ -1,7 +1,9 @@
 """Weight files: `<model>_<dataset>.npz` (float32 arrays named by layer) + `<model>_<dataset>.json` (SPEC section 2).
 
 The `.npz` holds exactly the arrays of `nxbar.models.arch.param_shapes(arch, num_classes, input_size)`,
-float32, in PyTorch layouts. The `.json` describes them:
+float32, in PyTorch layouts, zip-deflated by `save_weights` (a hybrid-precision file, whose b-bit layers hold
+at most 2^(b+1) - 1 distinct values, shrinks about 12x; `np.load` reads deflated and stored archives alike).
+The `.json` describes them:
 
     format, format_version      "nxbar-weights", 1
     arch, dataset               e.g. "vgg8", "cifar10"
@@ -158,7 +160,7 @@ def save_weights(path: str | Path, params: dict[str, np.ndarray], meta: dict) ->
     _check_arrays(arrays, shapes, where)
     _check_on_grid(arrays, meta, where)
     npz_path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(npz_path, **arrays)
+    np.savez_compressed(npz_path, **arrays)
     record = {"format": FORMAT, "format_version": FORMAT_VERSION, **meta}
     record["arrays"] = {n: {"shape": list(a.shape), "dtype": DTYPE.name} for n, a in arrays.items()}
     record["npz_sha256"] = file_sha256(npz_path)

@@ -1,6 +1,7 @@
 """Weight files: exact round trip, and every kind of bad file refused with a message naming the defect."""
 
 import json
+import zipfile
 
 import numpy as np
 import pytest
@@ -39,6 +40,8 @@ def test_round_trip_is_exact(saved, params):
         assert loaded[name].dtype == np.float32
         assert np.array_equal(loaded[name], arr)
     assert meta["training"] == META["training"] and meta["class_names"] == META["class_names"]
+    with zipfile.ZipFile(saved.with_suffix(".npz")) as z:  # every array deflated, none stored
+        assert {i.compress_type for i in z.infolist()} == {zipfile.ZIP_DEFLATED}
     # the same file is reachable by its stem, its .npz and its .json
     for p in (saved, saved.with_suffix(".npz"), weight_paths(saved)[1]):
         assert np.array_equal(load_weights(p)[0]["fc2.bias"], params["fc2.bias"])
