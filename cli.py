@@ -445,10 +445,12 @@ def threats(model, dataset, weights, data, split, n, size, eps_text, steps, alph
         click.echo(f"resuming from {partial}: {len(done['rows']) // 2} attacker(s) and "
                    f"{len(done['checks'])} sanity target(s) done", err=True)
 
+    def elapsed_s():  # this run's time plus the stopped runs' it resumes
+        return earlier_s + time.perf_counter() - t0
+
     def keep(part):
         tmp = partial.with_name(partial.name + ".tmp")
-        elapsed_s = earlier_s + time.perf_counter() - t0
-        tmp.write_text(json.dumps({"run": run_key, "part": part, "wall_time_s": elapsed_s}))
+        tmp.write_text(json.dumps({"run": run_key, "part": part, "wall_time_s": elapsed_s()}))
         tmp.replace(partial)  # atomic: a kill leaves the old or the new file, never half of one
 
     report = threat_report(net, config, ds.images, ds.labels, attack, victim_seeds=seeds["--victims"],
@@ -459,7 +461,7 @@ def threats(model, dataset, weights, data, split, n, size, eps_text, steps, alph
     if json_path:
         with open(json_path, "w") as f:
             json.dump({"command": "nxbar " + " ".join(sys.argv[1:]), **report, **run_key,
-                       "wall_time_s": earlier_s + time.perf_counter() - t0, "versions": nxbar.versions()}, f, indent=2)
+                       "wall_time_s": elapsed_s(), "versions": nxbar.versions()}, f, indent=2)
         partial.unlink(missing_ok=True)
         click.echo(f"wrote {json_path}")
 
