@@ -60,9 +60,15 @@ def project(x_adv: np.ndarray, x: np.ndarray, eps: np.ndarray) -> np.ndarray:
 
 def fgsm(model, x: np.ndarray, y: np.ndarray, eps) -> np.ndarray:
     """Fast Gradient Sign Method (Goodfellow et al. 2015): x_adv = clip(x + eps sign(grad_x L(x, y)), 0, 1)."""
-    eps = _budget(eps, "eps", x.dtype)
     _, grad = model.loss_and_input_grad(x, y)
-    return np.clip(x + eps * np.sign(grad), 0.0, 1.0).astype(x.dtype, copy=False)
+    return fgsm_step(x, np.sign(grad), eps)
+
+
+def fgsm_step(x: np.ndarray, grad_sign: np.ndarray, eps) -> np.ndarray:
+    """FGSM's step from a stored gradient sign: x_adv = clip(x + eps grad_sign, 0, 1), grad_sign =
+    sign(grad_x L(x, y)) at the clean x. The sign does not depend on eps, so one gradient serves an eps sweep."""
+    eps = _budget(eps, "eps", x.dtype)
+    return np.clip(x + eps * grad_sign, 0.0, 1.0).astype(x.dtype, copy=False)
 
 
 def pgd(model, x, y, eps, *, steps: int = 10, alpha=2 / 255, random_start: bool = True, rng=None) -> np.ndarray:

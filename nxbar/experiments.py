@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from nxbar.attacks import EPS_SPACES, fgsm, pgd, pixel_budget
+from nxbar.attacks import EPS_SPACES, fgsm_step, pgd, pixel_budget
 
 MODES = ("sw", "sh", "hh")
 ATTACKS = ("fgsm", "pgd")
@@ -79,30 +79,46 @@ def count_correct(model, images, labels, batch_size=200) -> int:
     )
 
 
-def make_adversarial(model, images, labels, cfg: AttackConfig, *, batch_size=200, progress=no_progress, label=""):
-    """Adversarial versions (float, pixel space) of `images` made on `model` with attack `cfg`."""
+def gradient_signs(model, images, labels, *, batch_size=200, progress=no_progress, label="") -> np.ndarray:
+    """sign(grad_x L(x, y)) at the clean `images` (float, model.dtype): the direction FGSM steps in at every eps,
+    so one computation serves a whole eps sweep (`make_adversarial(..., signs=...)`)."""
+    out = np.empty(images.shape, dtype=model.dtype)
+    with progress(label or "input gradients for FGSM", len(labels)) as bar:
+        for s in range(0, len(labels), batch_size):
+            _, grad = model.loss_and_input_grad(as_float(images[s : s + batch_size], model.dtype),
+                                                labels[s : s + batch_size])
+            out[s : s + batch_size] = np.sign(grad)
+            bar.update(len(grad))
+    return out
+
+
+def make_adversarial(model, images, labels, cfg: AttackConfig, *, batch_size=200, progress=no_progress, label="",
+                     signs=None):
+    """Adversarial versions (float, pixel space) of `images` made on `model` with attack `cfg`. FGSM takes the
+    gradient signs at the clean images from `signs` when given (`gradient_signs` of the same model and images)."""
     eps = pixel_budget(cfg.eps, cfg.eps_space, model.std)
+    label = label or f"{cfg.attack} eps={cfg.eps:.4g}"
+    if cfg.attack == "fgsm":
+        if signs is None:
+            signs = gradient_signs(model, images, labels, batch_size=batch_size, progress=progress, label=label)
+        return fgsm_step(as_float(images, model.dtype), signs, eps)
     alpha = pixel_budget(cfg.alpha, cfg.eps_space, model.std)
     rng = np.random.default_rng(cfg.seed)  # one stream over the batches in order: independent of batch size
     out = np.empty(images.shape, dtype=model.dtype)
-    with progress(label or f"{cfg.attack} eps={cfg.eps:.4g}", len(labels)) as bar:
+    with progress(label, len(labels)) as bar:
         for s in range(0, len(labels), batch_size):
             x = as_float(images[s : s + batch_size], model.dtype)
-            y = labels[s : s + batch_size]
-            if cfg.attack == "fgsm":
-                out[s : s + batch_size] = fgsm(model, x, y, eps)
-            else:
-                out[s : s + batch_size] = pgd(
-                    model, x, y, eps, steps=cfg.steps, alpha=alpha, random_start=cfg.random_start, rng=rng
-                )
-            bar.update(len(y))
+            out[s : s + batch_size] = pgd(model, x, labels[s : s + batch_size], eps, steps=cfg.steps, alpha=alpha,
+                                          random_start=cfg.random_start, rng=rng)
+            bar.update(len(x))
     return out
 
 
 def evaluate_modes(software, hardware, images, labels, attacks, *, modes=MODES, batch_size=200, progress=no_progress):
     """Rows of CA/AA/AL per mode and attack setting. `hardware` may be None when only SW is asked for.
 
-    SH reuses the adversarial inputs made for SW; clean accuracies are computed once per model.
+    SH reuses the adversarial inputs made for SW; clean accuracies, and FGSM's gradient signs, are computed once
+    per model.
     """
     bad = [m for m in modes if m not in MODES]
     if bad or not modes:
@@ -113,12 +129,20 @@ def evaluate_modes(software, hardware, images, labels, attacks, *, modes=MODES, 
     clean = {"sw": count_correct(software, images, labels, batch_size)}
     if hardware is not None:
         clean["hw"] = count_correct(hardware, images, labels, batch_size)
+    signs = {}
+
+    def adversarial(model, cfg, where):
+        if cfg.attack == "fgsm" and where not in signs:
+            signs[where] = gradient_signs(model, images, labels, batch_size=batch_size, progress=progress,
+                                          label=f"fgsm input gradients on {where}")
+        return make_adversarial(model, images, labels, cfg, batch_size=batch_size, progress=progress,
+                                label=f"{cfg.attack} eps={cfg.eps:.4g} on {where}", signs=signs.get(where))
+
     rows = []
     for cfg in attacks:
         adv_sw = None
         if "sw" in modes or "sh" in modes:
-            adv_sw = make_adversarial(software, images, labels, cfg, batch_size=batch_size, progress=progress,
-                                      label=f"{cfg.attack} eps={cfg.eps:.4g} on software")
+            adv_sw = adversarial(software, cfg, "software")
         for mode in modes:
             if mode == "sw":
                 model, ca, adv = software, clean["sw"], adv_sw
@@ -126,8 +150,7 @@ def evaluate_modes(software, hardware, images, labels, attacks, *, modes=MODES, 
                 model, ca, adv = hardware, clean["hw"], adv_sw
             else:
                 model, ca = hardware, clean["hw"]
-                adv = make_adversarial(hardware, images, labels, cfg, batch_size=batch_size, progress=progress,
-                                       label=f"{cfg.attack} eps={cfg.eps:.4g} on crossbars")
+                adv = adversarial(hardware, cfg, "crossbars")
             aa = count_correct(model, adv, labels, batch_size)
             rows.append({
                 "mode": mode.upper(), **cfg.as_dict(), "n": n, "clean_correct": ca, "adv_correct": aa,

@@ -6,8 +6,9 @@ the QUANOS hybrid-precision networks: their weight file's layer_bits set each la
 only, Fig. 4) and "nf" (non-ideality factor, SPEC 3: layer "tiles" = random tiles, else one mapped layer).
 Every finished cell is appended at once to `<out>/<NAME>.csv` (one row per cell), so a run that stops resumes
 by skipping the cells already there; `<out>/<NAME>.json` records the configuration, weight hashes, versions
-and wall time. SW adversarial inputs are made once per attack setting and reused for every SH cell; a cell
-that another experiment already stored (same key, images, base physics and weight file) is copied from it.
+and wall time. SW adversarial inputs are made once per attack setting and reused for every SH cell, FGSM's
+gradient signs once per network and reused for every eps; a cell that another experiment already stored (same
+key, images, base physics and weight file) is copied from it.
 Hardware cells at FGSM 0.1 and PGD 8/255 run on three chip seeds (the paper reports one chip).
 `report()` writes `<out>/README.md`: our tables beside the paper's, a verdict for each claim C1..C11 (for the
 claims that compare AL, also made on AA alone, since a lower clean accuracy lowers AL too), and from
@@ -31,7 +32,7 @@ from nxbar.attacks import eps_label
 from nxbar.crossbar.config import PARASITIC_FIELDS, CrossbarConfig
 from nxbar.crossbar.mapped import map_model, random_tile_nf
 from nxbar.defences import InputDiscretization
-from nxbar.experiments import AttackConfig, count_correct, make_adversarial
+from nxbar.experiments import AttackConfig, count_correct, gradient_signs, make_adversarial
 from nxbar.models.arch import mvm_names
 from nxbar.sanity import describe
 from nxbar.threats import KNOWS, robustness
@@ -196,12 +197,13 @@ def read_rows(path: Path) -> list[dict]:
 
 
 class _Runner:
-    """Models, data and memoised intermediate results of one run (SW adversarial inputs, clean counts)."""
+    """Models, data and memoised intermediate results of one run (SW adversarial inputs, clean counts, FGSM
+    gradient signs)."""
 
     def __init__(self, images, labels, weights, base_physics, cache_dir):
         self.images, self.labels, self.weights = images, labels, weights
         self.base_physics, self.cache_dir = base_physics, cache_dir
-        self.models, self.clean, self.adv_sw, self.mapped = {}, {}, (None, None), (None, None)
+        self.models, self.clean, self.signs, self.adv_sw, self.mapped = {}, {}, {}, (None, None), (None, None)
 
     def model(self, name):
         """(VGG, weight-file meta) of model `name`."""
@@ -224,17 +226,28 @@ class _Runner:
     def defended(net, cell):
         return net if cell.input_bits is None else InputDiscretization(net, cell.input_bits)
 
+    def net_key(self, cell) -> tuple:
+        """Which network a cell evaluates: (model, its crossbars or None for software, input bits)."""
+        return (cell.model, cell.size and self.config(cell), cell.input_bits)
+
     def clean_correct(self, cell, net):
-        key = (cell.model, cell.size and self.config(cell), cell.input_bits)
+        key = self.net_key(cell)
         if key not in self.clean:
             self.clean[key] = count_correct(net, self.images, self.labels)
         return self.clean[key]
+
+    def adversarial(self, net, net_key, attack):
+        """Adversarial inputs made on `net`. FGSM's gradient signs at the clean images are memoised per network
+        (one array of the images' size each): every eps of a sweep steps along the same signs."""
+        if attack.attack == "fgsm" and net_key not in self.signs:
+            self.signs[net_key] = gradient_signs(net, self.images, self.labels)
+        return make_adversarial(net, self.images, self.labels, attack, signs=self.signs.get(net_key))
 
     def sw_adversarial(self, cell):
         key = (cell.model, cell.attack, cell.input_bits)
         if self.adv_sw[0] != key:
             net = self.defended(self.model(cell.model)[0], cell)
-            self.adv_sw = (key, make_adversarial(net, self.images, self.labels, cell.attack))
+            self.adv_sw = (key, self.adversarial(net, (cell.model, None, cell.input_bits), cell.attack))
         return self.adv_sw[1]
 
     def compute(self, cell) -> dict:
@@ -253,8 +266,8 @@ class _Runner:
             out["layer_bits"] = "/".join(str(b) for b in bits)
         if cell.mode == "clean":
             return out
-        adv = self.sw_adversarial(cell) if cell.mode in ("SW", "SH") else make_adversarial(
-            net, self.images, self.labels, cell.attack)
+        adv = self.sw_adversarial(cell) if cell.mode in ("SW", "SH") else self.adversarial(
+            net, self.net_key(cell), cell.attack)
         aa = count_correct(net, adv, self.labels)
         return {**out, "adv_correct": aa, "AA": 100.0 * aa / n, "AL": 100.0 * (ca - aa) / n}
 

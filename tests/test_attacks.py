@@ -159,6 +159,30 @@ def test_sh_is_transfer_and_hh_is_white_box(batch):
     assert rows["SH"]["clean_correct"] == count_correct(hw, x, y)
 
 
+def test_an_fgsm_eps_sweep_takes_one_gradient_per_model(batch):
+    """FGSM's gradient signs do not depend on eps: evaluate_modes computes them once per model (batch by batch)
+    for every eps in both eps spaces, and each row equals FGSM made afresh at its eps."""
+    x, y = batch
+
+    class Counting(Linear):
+        def loss_and_input_grad(self, x, y):
+            self.calls += 1
+            return super().loss_and_input_grad(x, y)
+
+    sw, hw = Counting(seed=0), Counting(seed=5)
+    sw.calls = hw.calls = 0
+    cfgs = [AttackConfig(attack="fgsm", eps=e, eps_space=s) for s in ("pixel", "normalized") for e in (0.02, 0.1)]
+    rows = evaluate_modes(sw, hw, x, y, cfgs, batch_size=15)
+    assert sw.calls == hw.calls == 3  # 40 images in batches of 15, one pass each
+    for cfg, (r_sw, r_sh, r_hh) in zip(cfgs, zip(rows[0::3], rows[1::3], rows[2::3])):
+        eps = pixel_budget(cfg.eps, cfg.eps_space, sw.std)
+        adv_sw, adv_hw = fgsm(Linear(seed=0), x, y, eps), fgsm(Linear(seed=5), x, y, eps)
+        assert np.array_equal(make_adversarial(sw, x, y, cfg), adv_sw)
+        assert r_sw["adv_correct"] == count_correct(sw, adv_sw, y) and r_sh["adv_correct"] == count_correct(hw, adv_sw, y)
+        assert r_hh["adv_correct"] == count_correct(hw, adv_hw, y)
+    assert len({r["adv_correct"] for r in rows}) > 2  # the eps and the models give different counts
+
+
 def test_mode_errors(batch):
     x, y = batch
     with pytest.raises(ValueError, match="mode.*xx not allowed"):

@@ -135,6 +135,45 @@ def test_quick_run_rows_json_and_resume(tmp_path, vgg8_weights, monkeypatch):
         rp.run("table1", quick=True, n=4, out=tmp_path / "out", weights={"vgg8": vgg8_weights}, base_physics=IDEAL)
 
 
+def test_fgsm_gradients_are_computed_once_per_network_and_serve_every_eps(vgg8_weights, monkeypatch):
+    """An FGSM eps sweep takes one input gradient per network (software, each chip, with and without an input
+    transform), and every cell's adversarial inputs equal FGSM run afresh on that cell's attacker."""
+    from nxbar.attacks import fgsm, pixel_budget
+    from nxbar.data import load_dataset
+    from nxbar.experiments import as_float
+
+    def chip(net, config, **_):  # a different network per chip seed, without circuit solves
+        rng = np.random.default_rng(config.seed)
+        return net.with_params({k: v * (1 + 0.5 * rng.standard_normal(v.shape)).astype(v.dtype)
+                                for k, v in net.params.items() if v.ndim > 1})
+
+    calls = []
+    real = rp.gradient_signs
+    monkeypatch.setattr(rp, "gradient_signs", lambda *a, **k: calls.append(1) or real(*a, **k))
+    monkeypatch.setattr(rp, "map_model", chip)
+    ds = load_dataset("embedded")
+    x, y = ds.images[:3], ds.labels[:3]
+    runner = rp._Runner(x, y, {"vgg8": vgg8_weights}, IDEAL, None)
+    cells = [rp.Cell("vgg8", size, mode, rp.AttackConfig(attack="fgsm", eps=eps, eps_space=space), seed=seed,
+                     input_bits=bits)
+             for space, eps in (("pixel", 0.05), ("normalized", 0.3)) for bits in (None, 4)
+             for size, mode, seed in ((None, "SW", 0), (16, "SH", 0), (16, "HH", 0), (16, "HH", 1))]
+    rows = [runner.compute(c) for c in cells]
+    assert len(calls) == 6  # (software, chip 0, chip 1) x (no transform, 4-bit inputs), for 16 cells
+    for cell, row in zip(cells, rows):
+        software = runner.defended(runner.model("vgg8")[0], cell)
+        attacker = software if cell.mode in ("SW", "SH") else runner.defended(runner.hardware(cell), cell)
+        eps = pixel_budget(cell.attack.eps, cell.attack.eps_space, software.std)
+        expected = fgsm(attacker, as_float(x, np.float32), y, eps)
+        made = runner.sw_adversarial(cell) if cell.mode != "HH" else runner.adversarial(
+            attacker, runner.net_key(cell), cell.attack)
+        assert np.array_equal(made, expected)
+        victim = software if cell.mode == "SW" else attacker if cell.mode == "HH" else runner.defended(
+            runner.hardware(cell), cell)
+        assert row["adv_correct"] == count_correct(victim, expected, y)
+    assert len(calls) == 6
+
+
 def test_quick_table3_and_fig9_on_ideal_crossbars(tmp_path, vgg8_weights, vgg8q_weights):
     """Ideal crossbars represent W_q exactly at each layer's own bits and discretized inputs pass through the
     same transform on every side, so SH and HH equal SW cell by cell; the counts are checked independently."""
