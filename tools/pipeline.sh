@@ -49,7 +49,6 @@ accurate vgg16_cifar10
 reproduce nf table1 table2 table3 fig9 fig8a fig8b
 train vgg16 3 --quanos-from weights/vgg16_cifar10
 reproduce fig4 fig5 fig6 fig10
-threats vgg16 32
 step python3 cli.py reproduce --figures
 step python3 cli.py reproduce --report
 echo "== $(date -u +%FT%TZ) pipeline finished"
