@@ -179,7 +179,7 @@ def info():
     click.echo(f"  embedded   first 1,000 CIFAR-10 test images, lossless: {embedded_path()}")
     click.echo("  --data PATH  CIFAR-10/100 python archive (.tar.gz or folder), image folder (dir or .zip),")
     click.echo("               Tiny ImageNet (tiny-imagenet-200 folder or .zip)")
-    click.echo(f"\nCache of mapped models: {cache_dir()}")
+    click.echo(f"\nCache of mapped models and shared PGD inputs: {cache_dir()}")
 
 
 @main.command()
@@ -468,13 +468,13 @@ def threats(model, dataset, weights, data, split, n, size, eps_text, steps, alph
 
 @main.group()
 def cache():
-    """The on-disk cache of mapped models."""
+    """The on-disk cache: mapped models, and the PGD inputs `nxbar reproduce` shares between experiments."""
 
 
 @cache.command("clear")
 @_fail_cleanly
 def cache_clear():
-    """Remove every cached mapped model."""
+    """Remove every cache entry (mapped models and adversarial inputs)."""
     from nxbar.cache import cache_dir, clear_cache
 
     removed = clear_cache()

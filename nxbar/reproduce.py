@@ -2,13 +2,15 @@
 
 A cell is one number of the paper: (model, crossbar size or None for software, mode, physics overrides,
 attack, chip seed, input discretization bits, and for the NF experiment a layer). Models "vgg8q"/"vgg16q" are
-the QUANOS hybrid-precision networks: their weight file's layer_bits set each layer's precision on crossbars. Modes: SW/SH/HH (SPEC 5), "clean" (clean accuracy
-only, Fig. 4) and "nf" (non-ideality factor, SPEC 3: layer "tiles" = random tiles, else one mapped layer).
+the QUANOS hybrid-precision networks: their weight file's layer_bits set each layer's precision on crossbars.
+Modes: SW/SH/HH (SPEC 5), "clean" (clean accuracy only, Fig. 4) and "nf" (non-ideality factor, SPEC 3: layer
+"tiles" = random tiles, else one mapped layer).
 Every finished cell is appended at once to `<out>/<NAME>.csv` (one row per cell), so a run that stops resumes
 by skipping the cells already there; `<out>/<NAME>.json` records the configuration, weight hashes, versions
-and wall time. SW adversarial inputs are made once per attack setting and reused for every SH cell, FGSM's
-gradient signs once per network and reused for every eps; a cell that another experiment already stored (same
-key, images, base physics and weight file) is copied from it.
+and wall time. SW adversarial inputs are made once per attack setting and reused for every SH cell (PGD's are
+kept in the disk cache, for other experiments' SH cells too), FGSM's gradient signs once per network and reused
+for every eps; a cell that another experiment already stored (same key, images, base physics and weight file)
+is copied from it.
 Hardware cells at FGSM 0.1 and PGD 8/255 run on three chip seeds (the paper reports one chip).
 `report()` writes `<out>/README.md`: our tables beside the paper's, a verdict for each claim C1..C11 (for the
 claims that compare AL, also made on AA alone, since a lower clean accuracy lowers AL too), and from
@@ -22,12 +24,13 @@ import csv
 import json
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
 import nxbar
+from nxbar import cache as disk_cache
 from nxbar.attacks import eps_label
 from nxbar.crossbar.config import PARASITIC_FIELDS, CrossbarConfig
 from nxbar.crossbar.mapped import map_model, random_tile_nf
@@ -244,10 +247,24 @@ class _Runner:
         return make_adversarial(net, self.images, self.labels, attack, signs=self.signs.get(net_key))
 
     def sw_adversarial(self, cell):
+        """The software model's adversarial inputs for the cell's attack. PGD's are kept in the disk cache
+        (kind "adversarial"), keyed by the weight files' hashes, input bits, attack, images and labels: the SH
+        cells of other experiments reuse them (fig8a and fig8b need table2's), also in a later session."""
         key = (cell.model, cell.attack, cell.input_bits)
         if self.adv_sw[0] != key:
             net = self.defended(self.model(cell.model)[0], cell)
-            self.adv_sw = (key, self.adversarial(net, (cell.model, None, cell.input_bits), cell.attack))
+            fields = {"software adversarial inputs": asdict(cell.attack), "input_bits": cell.input_bits,
+                      "weights_sha256": [file_sha256(p) for p in weight_paths(self.weights[cell.model])]}
+            stored = cell.attack.attack == "pgd"
+            entry = disk_cache.content_key(fields, {"images": self.images, "labels": self.labels}) if stored else ""
+            hit = disk_cache.load(entry, self.cache_dir, kind="adversarial") if stored else None
+            if hit is None:
+                adv = self.adversarial(net, (cell.model, None, cell.input_bits), cell.attack)
+                if stored:
+                    disk_cache.save(entry, {"x_adv": adv}, fields, self.cache_dir, kind="adversarial")
+            else:
+                adv = hit[0]["x_adv"]
+            self.adv_sw = (key, adv)
         return self.adv_sw[1]
 
     def compute(self, cell) -> dict:

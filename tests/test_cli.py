@@ -41,7 +41,7 @@ def test_version_and_info(run):
     assert run("--version").output.strip().startswith("nxbar, version")
     out = run("info")
     assert out.exit_code == 0, out.output
-    for fragment in ("vgg8", "vgg16", "embedded", "first 1,000 CIFAR-10 test images", "Cache of mapped models"):
+    for fragment in ("vgg8", "vgg16", "embedded", "first 1,000 CIFAR-10 test images", "Cache of mapped models and shared PGD inputs"):
         assert fragment in out.output
 
 

@@ -135,8 +135,13 @@ def test_cache_key_bypass_and_clear(tmp_path, monkeypatch):
     assert not map_model(tiny(1), config).cached and map_model(tiny(1), config).cached
 
     (tmp_path / "unrelated.npz").write_bytes(b"not ours")
+    adv = disk_cache.save("k", {"x_adv": np.zeros(3)}, {}, kind="adversarial")
+    assert adv.name == "adversarial-k.npz" and disk_cache.load("k", kind="adversarial")[0]["x_adv"].shape == (3,)
+    assert disk_cache.load("k") is None  # another kind
+    with pytest.raises(ValueError, match="cache kind 'weights' unknown; allowed: mapped, adversarial"):
+        disk_cache.load("k", kind="weights")
     removed = disk_cache.clear_cache()
-    assert len(removed) == 4 and all(p.name.startswith("mapped-") and not p.exists() for p in removed)
+    assert len(removed) == 6 and all(p.name.startswith(("mapped-", "adversarial-")) and not p.exists() for p in removed)
     assert [p.name for p in tmp_path.iterdir()] == ["unrelated.npz"] and disk_cache.clear_cache() == []
     assert not map_model(net, config).cached
 

@@ -389,11 +389,23 @@ def test_cells_shared_between_experiments_are_copied_not_recomputed(tmp_path, vg
     # fig8b quick: SW + (ON/OFF 10, 2000) x (SH, HH) on 32x32; SW and the ON/OFF 10 pair are fig8a's R_on 20k rows
     record = json.loads(path.with_suffix(".json").read_text())
     assert record["copied_this_run"] == {"fig8a": 3} and record["computed_this_run"] == 2 and record["finished"]
-    assert len(calls) == 2  # the SW inputs for the ON/OFF 2000 SH cell and its HH attack (3 without the copies)
+    # the ON/OFF 2000 HH attack only: its SH cell takes the SW inputs that fig8a left in the disk cache (PGD)
+    assert len(calls) == 1
     monkeypatch.setattr(rp, "make_adversarial", real)
-    fresh = rp.run("fig8b", out=tmp_path / "b", **kw)  # no fig8a beside it: every cell computed
+    entries = sorted(p.name for p in (tmp_path / "c").glob("adversarial-*"))
+    assert len(entries) == 2  # one entry (.npz + .json): the SW PGD inputs of the one quick eps
+    fresh = rp.run("fig8b", out=tmp_path / "b", **{**kw, "cache_dir": tmp_path / "d"})  # nothing stored: all computed
     assert json.loads(fresh.with_suffix(".json").read_text())["copied_this_run"] == {}
     assert path.read_text() == fresh.read_text()
+    from nxbar import cache as disk_cache
+
+    key = entries[0].split("-", 1)[1].removesuffix(".json")
+    assert np.array_equal(disk_cache.load(key, tmp_path / "c", "adversarial")[0]["x_adv"],
+                          disk_cache.load(key, tmp_path / "d", "adversarial")[0]["x_adv"])
+    # what the entry depends on, besides the images and labels hashed into its key
+    fields = json.loads((tmp_path / "c" / entries[0]).read_text())
+    assert fields["weights_sha256"] == [file_sha256(str(vgg8_weights) + s) for s in (".npz", ".json")]
+    assert fields["software adversarial inputs"]["seed"] == 0 and fields["input_bits"] is None
 
     # other weights, n or physics: nothing is taken from fig8a
     hashes = {"vgg8": file_sha256(str(vgg8_weights) + ".npz")}
