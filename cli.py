@@ -641,10 +641,14 @@ def reproduce(name, list_only, write_report, draw_figures, quick, n, out):
     elif name is None:
         raise ValueError("give an experiment NAME (see --list), --list or --report")
     else:
+        t0 = time.perf_counter()
+
         def progress(i, total, cell):
-            eps = f" eps {eps_label(cell.attack.attack, cell.attack.eps)} {cell.attack.eps_space}" if cell.attack else ""
-            click.echo(f"[{i}/{total}] {cell.model} {cell.size or 'software'} {cell.mode}{eps} "
-                       f"{dict(cell.physics) or ''} chip {cell.seed} {cell.layer}", err=True)
+            parts = [cell.model, str(cell.size or "software"), cell.mode,
+                     cell.attack and f"eps {eps_label(cell.attack.attack, cell.attack.eps)} {cell.attack.eps_space}",
+                     cell.input_bits and f"{cell.input_bits}-bit inputs", cell.physics and str(dict(cell.physics)),
+                     cell.size and f"chip {cell.seed}", cell.layer, f"({(time.perf_counter() - t0) / 60:.1f} min so far)"]
+            click.echo(f"[{i}/{total}] " + " ".join(p for p in parts if p), err=True)
 
         path = rp.run(name, quick=quick, n=n, out=out, progress=progress)
         click.echo(f"wrote {path} and {path.with_suffix('.json')}")
