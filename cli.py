@@ -606,7 +606,7 @@ def evaluate(model, dataset, weights, data, split, n, size, attack, eps_text, ep
 
 @main.command()
 @click.argument("name", required=False)
-@click.option("--list", "list_only", is_flag=True, help="List the experiments and their cell counts.")
+@click.option("--list", "list_only", is_flag=True, help="List the experiments, their cell counts and how many are stored.")
 @click.option("--report", "write_report", is_flag=True,
               help="Write README.md (tables, claim verdicts, threat-model section) from the stored CSVs and "
                    "threats/*.json.")
@@ -624,7 +624,9 @@ def reproduce(name, list_only, write_report, draw_figures, quick, n, out):
     out = out or rp.DEFAULT_OUT
     if list_only:
         for key, description in rp.EXPERIMENTS.items():
-            click.echo(f"{key:7s} {len(rp.experiment_cells(key)):4d} cells  {description}")
+            grid = {c.key() for c in rp.experiment_cells(key)}
+            stored = sum(tuple(r[c] for c in rp.KEY_COLUMNS) in grid for r in rp.read_rows(rp.Path(out) / f"{key}.csv"))
+            click.echo(f"{key:7s} {len(grid):4d} cells {stored:4d} stored  {description}")
     elif draw_figures:
         from nxbar.figures import draw_all
 

@@ -288,12 +288,14 @@ def test_cli(tmp_path):
     def invoke(*args):
         return CliRunner().invoke(main, ["reproduce", *map(str, args)])
 
-    listed = invoke("--list")
-    assert listed.exit_code == 0 and "table1   108 cells  FGSM" in listed.output and "nf        27 cells  NF" in listed.output
+    listed = invoke("--list", "--out", tmp_path)
+    assert listed.exit_code == 0 and "table1   108 cells    0 stored  FGSM" in listed.output
+    assert "nf        27 cells    0 stored  NF" in listed.output
     result = invoke("--report", "--out", tmp_path)
     assert result.exit_code == 0 and (tmp_path / "paper" / "table2_pgd_vgg8_cifar10_AL.csv").is_file()
     assert (tmp_path / "README.md").read_text().count("| not run |") == 11 + 7  # C1..C11, the AA view of 7
     _write(tmp_path / "table2.csv", rp.experiment_cells("table2"), lambda c: 10.0)
+    assert "table2    47 cells   47 stored  PGD" in invoke("--list", "--out", tmp_path).output
     result = invoke("--figures", "--out", tmp_path)
     if importlib.util.find_spec("matplotlib"):
         assert result.exit_code == 0 and result.output == f"wrote {tmp_path / 'table2.png'}\n", result.output
