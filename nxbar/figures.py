@@ -33,6 +33,7 @@ KINDS = {  # kind: (x column, value column, y axis label)
     "nf": ("layer", "nf", "non-ideality factor NF"),
 }
 PANEL_IN = (5.0, 4.0)  # width, height of one panel in inches
+LEGEND_IN = 1.5  # added to the height of an AL-vs-eps panel: its legend goes below the axes
 DPI = 100
 MAX_COLUMNS = 3  # panels per figure row
 
@@ -151,38 +152,52 @@ def _error_bars(std: list[float]) -> list[float]:
     return [s if s > 0 else np.nan for s in std]
 
 
-def _colours(entries) -> dict[tuple, str]:
-    """{series key: colour}: one colour per key without its mode (a crossbar size / physics variant), so that
-    SH and HH of one variant share it; software (xbar 'software' or mode SW) black."""
-    def variant(key):
-        return tuple((c, v) for c, v in key.items() if c != "mode")
+def _styles(entries) -> dict[tuple, tuple[str, str]]:
+    """{series key: (colour, line style)}. Colour: one per crossbar size / physics variant (SH and HH of it share
+    it, software black) when only the crossbar size and the mode vary; when more varies (input bits, model,
+    physics), one per setting of those, so that SW drawn on a setting shares its colour, dotted. A software
+    series whose setting no hardware series has keeps black when it is the only one. HH dashed, SH solid."""
+    keys = [key for _, key, *_ in entries]
+    software = [key.get("xbar") == "software" or key.get("mode") == "SW" for key in keys]
 
-    software = [key.get("xbar") == "software" or key.get("mode") == "SW" for _, key, *_ in entries]
-    variants = list(dict.fromkeys(variant(key) for (_, key, *_), sw in zip(entries, software) if not sw))
-    return {tuple(key.items()): "black" if sw else f"C{variants.index(variant(key)) % 10}"
-            for (_, key, *_), sw in zip(entries, software)}
+    def setting(key):
+        return tuple((c, v) for c, v in key.items() if c not in ("mode", "xbar"))
+
+    by_setting = len({setting(k) for k in keys}) > 1
+    group = setting if by_setting else (lambda key: tuple((c, v) for c, v in key.items() if c != "mode"))
+    hardware = {group(k) for k, sw in zip(keys, software) if not sw}
+    alone = {group(k) for k, sw in zip(keys, software) if sw} - hardware  # software-only colour groups
+    palette = [g for g in dict.fromkeys(group(k) for k in keys) if len(alone) > 1 or g not in alone]
+    styles = {}
+    for key, sw in zip(keys, software):
+        g = group(key)
+        colour = f"C{palette.index(g) % 10}" if g in palette else "black"
+        style = "--" if key.get("mode") == "HH" else ":" if sw and g in hardware else "-"
+        styles[tuple(key.items())] = (colour, style)
+    return styles
 
 
 def _lines(ax, entries, attack: str):
-    """AL vs eps: SW black, SH solid, HH dashed; eps at equal spacing, labelled as the paper writes it."""
+    """AL vs eps (`_styles`); eps at equal spacing, labelled as the paper writes it; the legend below the axes."""
     eps = sorted({x for _, _, xs, _, _ in entries for x in xs})
-    colours = _colours(entries)
+    styles = _styles(entries)
     for label, key, xs, mean, std in entries:
+        colour, style = styles[tuple(key.items())]
         ax.errorbar([eps.index(x) for x in xs], mean, yerr=_error_bars(std), label=label, marker="o", markersize=4,
-                    capsize=3, color=colours[tuple(key.items())], linestyle="--" if key.get("mode") == "HH" else "-")
+                    capsize=3, color=colour, linestyle=style)
     ax.set_xticks(range(len(eps)), [eps_label(attack, e) for e in eps])
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.15), ncols=2 if len(entries) <= 8 else 3)
 
 
 def _bars(ax, entries):
     """Grouped bars: one group per x category, one bar per series, error bar = sample std over chip seeds."""
     categories = list(dict.fromkeys(x for _, _, xs, _, _ in entries for x in xs))
-    colours = _colours(entries)
+    styles = _styles(entries)
     width = 0.8 / len(entries)
     for i, (label, key, xs, mean, std) in enumerate(entries):
         positions = [categories.index(x) - 0.4 + (i + 0.5) * width for x in xs]
         ax.bar(positions, mean, width, yerr=_error_bars(std), capsize=2, label=label,
-               color=colours[tuple(key.items())])
+               color=styles[tuple(key.items())][0])
     ax.set_xticks(range(len(categories)), categories, rotation=45 if len(categories) > 4 else 0)
     ax.margins(y=0.3)  # room above the bars for the legend
     ax.legend(fontsize=7, loc="upper center", ncols=min(len(entries), 4))
@@ -202,7 +217,8 @@ def draw(name: str, rows: list[dict], path) -> Path:
     Figure, FigureCanvasAgg = _matplotlib()
     ncols = min(len(drawn), MAX_COLUMNS)
     nrows = -(-len(drawn) // ncols)
-    fig = Figure(figsize=(PANEL_IN[0] * ncols, PANEL_IN[1] * nrows), dpi=DPI, layout="constrained")
+    height = PANEL_IN[1] + (LEGEND_IN if what == "attack" else 0.0)
+    fig = Figure(figsize=(PANEL_IN[0] * ncols, height * nrows), dpi=DPI, layout="constrained")
     FigureCanvasAgg(fig)
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
     x_col, _, y_label = KINDS[what]

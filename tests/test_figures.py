@@ -60,7 +60,7 @@ def test_attack_series_mean_std_and_labels(tmp_path):
 
     path = figures.draw("table2", rows, tmp_path / "sub" / "table2.png")
     assert path == tmp_path / "sub" / "table2.png"
-    assert _png_size(path) == (figures.PANEL_IN[0] * figures.DPI, figures.PANEL_IN[1] * figures.DPI)
+    assert _png_size(path) == (500, 550)  # 5 x (4 + 1.5 for the legend) inches at 100 dpi
     again = figures.draw("table2", rows, tmp_path / "again.png")
     assert again.read_bytes() == path.read_bytes()  # deterministic: no timestamp in the PNG
     assert b"Software" not in path.read_bytes()  # nor the matplotlib version
@@ -81,6 +81,31 @@ def test_physics_model_and_input_bits_labels():
     assert {"SW", "SW 4-bit input", "xbar32 SH", "xbar32 SH 4-bit input"} <= labels and len(labels) == 10
 
 
+def test_line_colours_and_styles():
+    def styles(rows):
+        entries = figures._series(rows)
+        return {label: figures._styles(entries)[tuple(key.items())] for label, key, *_ in entries}
+
+    # table2-like: only size and mode vary: one colour per size, SH solid, HH dashed, the one SW black
+    got = styles(_attack_rows())
+    assert got == {"SW": ("black", "-"), "xbar16 SH": ("C0", "-"), "xbar16 HH": ("C0", "--"),
+                   "xbar32 SH": ("C1", "-"), "xbar32 HH": ("C1", "--")}
+    # fig9-like: one colour per input setting, its SW dotted in it
+    got = styles(_attack_rows() + [{**r, "input_bits": "4"} for r in _attack_rows()])
+    assert got["SW"] == ("C0", ":") and got["xbar32 SH"] == ("C0", "-") and got["xbar16 HH"] == ("C0", "--")
+    assert got["SW 4-bit input"] == ("C1", ":") and got["xbar32 HH 4-bit input"] == ("C1", "--")
+    # fig10-like: two software-only settings (4-bit input, the QUANOS model) get colours of their own
+    sw = [r for r in _attack_rows() if r["mode"] == "SW"]
+    got = styles(_attack_rows() + [{**r, "input_bits": "4"} for r in sw] + [{**r, "model": "vgg8q"} for r in sw])
+    assert got["vgg8 SW"] == ("C0", ":") and got["vgg8 SW 4-bit input"] == ("C1", "-")
+    assert got["vgg8q SW"] == ("C2", "-")
+    # fig8b-like: one colour per physics variant; SW, which has none, black
+    rows = [r for r in _attack_rows() if r["xbar"] in ("software", "32")]
+    got = styles(rows + [{**r, "r_off_ohm": "2000000.0"} for r in rows if r["xbar"] == "32"])
+    assert got["SW"] == ("black", "-") and got["xbar32 HH R_on 20k ON/OFF 10"] == ("C0", "--")
+    assert got["xbar32 SH R_on 20k ON/OFF 100"] == ("C1", "-")
+
+
 def test_panels_per_attack_and_eps_space(tmp_path):
     pixel = _attack_rows()
     rows = pixel + [{**r, "eps_space": "normalized"} for r in pixel] + [{**r, "attack": "fgsm"} for r in pixel]
@@ -88,7 +113,7 @@ def test_panels_per_attack_and_eps_space(tmp_path):
     with pytest.raises(ValueError, match="pass the rows of one panel"):
         figures.series(rows)
     path = figures.draw("table1", rows, tmp_path / "t.png")
-    assert _png_size(path) == (3 * figures.PANEL_IN[0] * figures.DPI, figures.PANEL_IN[1] * figures.DPI)
+    assert _png_size(path) == (1500, 550)
 
 
 def test_fig4_and_nf(tmp_path):
@@ -135,7 +160,7 @@ def test_draw_all_registered_and_unknown_names(tmp_path):
     write("fig9", [{**r, "input_bits": "4"} for r in _attack_rows()])  # not registered (yet): drawn generically
     paths = figures.draw_all(tmp_path)
     assert paths == [tmp_path / "table2.png", tmp_path / "fig9.png"]
-    assert all(_png_size(p) == (500, 400) for p in paths)
+    assert all(_png_size(p) == (500, 550) for p in paths)
 
 
 def test_runtime_package_works_without_matplotlib():
