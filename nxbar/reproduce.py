@@ -623,7 +623,8 @@ def _c7(res):
         if k[3] != "software" and k[6] == "4-bit input" and k[5] in ("0.25", "0.3"):
             for other in ("", "8-bit input", "2-bit input"):
                 if (o := al.get(_swap(k, 6, other))) is not None:
-                    checks.append(_check(f"fig9 {k[3]} {k[4]} eps {k[5]} AL 4-bit vs {other or 'no'} input", v, o, v < o))
+                    checks.append(_check(f"fig9 {k[3]} {k[4]} eps {k[5]} AL 4-bit input vs {other or 'no discretization'}",
+                                         v, o, v < o))
     ca = _group(rows, lambda r: (_setting(r), r["mode"], _input_label(r)), "CA")
     for (setting, mode, label), v in ca.items():
         if label == "2-bit input" and (four := ca.get((setting, mode, "4-bit input"))):

@@ -274,6 +274,12 @@ def test_defence_verdicts_on_hand_made_results(tmp_path):
     assert rp.verdicts(rp.load_results(tmp_path))["C7"] == (
         "does not hold", "23/24 comparisons hold; fails: fig9 xbar32 HH 2-bit input AL spread eps 0.1..0.3 vs "
                          "5 pp: 6.20 vs 5.00")
+    high_4bit = lambda c: al9(c) + (12 if c.input_bits == 4 and c.mode == "SH" and c.attack.eps == 0.3 else 0)
+    _write(tmp_path / "fig9.csv", fig9, high_4bit, lambda c: 85.0 if c.input_bits == 2 else 90.0)
+    numbers = rp.verdicts(rp.load_results(tmp_path))["C7"][1]  # the spike also breaks 4-bit SH's flatness
+    assert numbers.startswith("19/24 comparisons hold; fails: fig9 xbar32 SH 4-bit input AL spread eps 0.1..0.3")
+    assert ("fig9 xbar32 SH eps 0.3 AL 4-bit input vs no discretization: 42.30 vs 40.00; "
+            "fig9 xbar32 SH eps 0.3 AL 4-bit input vs 8-bit input: 42.30 vs 35.30; ... (2 more)") in numbers
     assert v["C10"] == ("holds", "22/22 comparisons hold, e.g. fig10 fgsm eps 0.05 AL SH vs 4-bit input: 20.00 vs 40.00")
     text = rp.report(tmp_path).read_text()
     assert "| vgg8q | R_on 20k ON/OFF 10 | - | xbar16 | HH | 25.00 / 23.85 |" in text  # Table III's "HH (Q)" row
