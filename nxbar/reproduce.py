@@ -831,7 +831,7 @@ def _main_command_section(out: Path) -> list[str]:
 def report(out: str | Path = DEFAULT_OUT, weights_dir: str | Path = REPO / "weights") -> Path:
     """Write `<out>/README.md` from the stored CSVs and threat matrices: claim verdicts with the sanity checks
     behind them, the networks of `weights_dir` (accuracies; ANS and bits of the QUANOS ones), each table beside
-    the paper's, then the threat-model section."""
+    the paper's with its figure (`<NAME>.png`, when drawn), then the threat-model section."""
     out = Path(out)
     results, threats = load_results(out), load_threats(out)
     lines = ["# Reference results", "",
@@ -862,6 +862,8 @@ def report(out: str | Path = DEFAULT_OUT, weights_dir: str | Path = REPO / "weig
         table = (_nf_table(rows) if name == "nf" else _clean_table(rows) if name == "fig4"
                  else _attack_table(rows, _paper(out, name)))
         lines += [table, ""]
+        if (out / f"{name}.png").is_file():
+            lines += [f"![{name}]({name}.png)", ""]
     lines += _threats_section(threats)
     path = out / "README.md"
     path.write_text("\n".join(lines))

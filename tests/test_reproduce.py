@@ -305,6 +305,10 @@ def test_cli(tmp_path):
     result = invoke("--figures", "--out", tmp_path)
     if importlib.util.find_spec("matplotlib"):
         assert result.exit_code == 0 and result.output == f"wrote {tmp_path / 'table2.png'}\n", result.output
+        assert "![table2](table2.png)" not in (tmp_path / "README.md").read_text()
+        invoke("--report", "--out", tmp_path)  # the report shows the figure below its table
+        text = (tmp_path / "README.md").read_text()
+        assert "|\n\n![table2](table2.png)\n\n## fig4" in text and text.count("](") == 1
     else:
         assert result.exit_code == 2 and "nxbar[plot]" in result.output
     for args, message in (((), "give an experiment NAME"), (("table9",), "experiment 'table9' unknown")):
