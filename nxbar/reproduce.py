@@ -247,25 +247,30 @@ class _Runner:
         return make_adversarial(net, self.images, self.labels, attack, signs=self.signs.get(net_key))
 
     def sw_adversarial(self, cell):
-        """The software model's adversarial inputs for the cell's attack. PGD's are kept in the disk cache
-        (kind "adversarial"), keyed by the weight files' hashes, input bits, attack, images and labels: the SH
-        cells of other experiments reuse them (fig8a and fig8b need table2's), also in a later session."""
+        """The software model's adversarial inputs for the cell's attack (PGD's through `stored_pgd`)."""
         key = (cell.model, cell.attack, cell.input_bits)
         if self.adv_sw[0] != key:
             net = self.defended(self.model(cell.model)[0], cell)
-            fields = {"software adversarial inputs": asdict(cell.attack), "input_bits": cell.input_bits,
-                      "weights_sha256": [file_sha256(p) for p in weight_paths(self.weights[cell.model])]}
-            stored = cell.attack.attack == "pgd"
-            entry = disk_cache.content_key(fields, {"images": self.images, "labels": self.labels}) if stored else ""
-            hit = disk_cache.load(entry, self.cache_dir, kind="adversarial") if stored else None
-            if hit is None:
-                adv = self.adversarial(net, (cell.model, None, cell.input_bits), cell.attack)
-                if stored:
-                    disk_cache.save(entry, {"x_adv": adv}, fields, self.cache_dir, kind="adversarial")
-            else:
-                adv = hit[0]["x_adv"]
-            self.adv_sw = (key, adv)
+
+            def make():
+                return self.adversarial(net, (cell.model, None, cell.input_bits), cell.attack)
+
+            self.adv_sw = (key, self.stored_pgd(cell, make) if cell.attack.attack == "pgd" else make())
         return self.adv_sw[1]
+
+    def stored_pgd(self, cell, make):
+        """make()'s software PGD inputs, kept in the disk cache (kind "adversarial"), keyed by the weight files'
+        hashes, input bits, attack, images and labels: the SH cells of other experiments reuse them (fig8a and
+        fig8b need table2's), also in a later session."""
+        fields = {"software adversarial inputs": asdict(cell.attack), "input_bits": cell.input_bits,
+                  "weights_sha256": [file_sha256(p) for p in weight_paths(self.weights[cell.model])]}
+        entry = disk_cache.content_key(fields, {"images": self.images, "labels": self.labels})
+        hit = disk_cache.load(entry, self.cache_dir, kind="adversarial")
+        if hit is not None:
+            return hit[0]["x_adv"]
+        adv = make()
+        disk_cache.save(entry, {"x_adv": adv}, fields, self.cache_dir, kind="adversarial")
+        return adv
 
     def compute(self, cell) -> dict:
         """Result columns of `cell` (n, counts, CA, AA, AL in percent; nf)."""
