@@ -625,7 +625,7 @@ def reproduce(name, list_only, write_report, draw_figures, quick, n, out):
     if list_only:
         for key, description in rp.EXPERIMENTS.items():
             grid = {c.key() for c in rp.experiment_cells(key)}
-            stored = sum(tuple(r[c] for c in rp.KEY_COLUMNS) in grid for r in rp.read_rows(rp.Path(out) / f"{key}.csv"))
+            stored = sum(rp.row_key(r) in grid for r in rp.read_rows(rp.Path(out) / f"{key}.csv"))
             click.echo(f"{key:7s} {len(grid):4d} cells {stored:4d} stored  {description}")
     elif draw_figures:
         from nxbar.figures import draw_all

@@ -114,6 +114,18 @@ def make_adversarial(model, images, labels, cfg: AttackConfig, *, batch_size=200
     return out
 
 
+def adversarial_memoised(signs: dict, key, model, images, labels, cfg: AttackConfig, *, on="", batch_size=200,
+                         progress=no_progress):
+    """`make_adversarial` with FGSM's gradient signs memoised in `signs` under `key`, which names the network
+    (`model` with its crossbars and input transform): every eps of a sweep on that network steps along the same
+    signs. `on` ends the progress labels (" on software")."""
+    if cfg.attack == "fgsm" and key not in signs:
+        signs[key] = gradient_signs(model, images, labels, batch_size=batch_size, progress=progress,
+                                    label=f"fgsm input gradients{on}")
+    return make_adversarial(model, images, labels, cfg, batch_size=batch_size, progress=progress,
+                            label=f"{cfg.attack} eps={cfg.eps:.4g}{on}", signs=signs.get(key))
+
+
 def evaluate_modes(software, hardware, images, labels, attacks, *, modes=MODES, batch_size=200, progress=no_progress):
     """Rows of CA/AA/AL per mode and attack setting. `hardware` may be None when only SW is asked for.
 
@@ -132,11 +144,8 @@ def evaluate_modes(software, hardware, images, labels, attacks, *, modes=MODES, 
     signs = {}
 
     def adversarial(model, cfg, where):
-        if cfg.attack == "fgsm" and where not in signs:
-            signs[where] = gradient_signs(model, images, labels, batch_size=batch_size, progress=progress,
-                                          label=f"fgsm input gradients on {where}")
-        return make_adversarial(model, images, labels, cfg, batch_size=batch_size, progress=progress,
-                                label=f"{cfg.attack} eps={cfg.eps:.4g} on {where}", signs=signs.get(where))
+        return adversarial_memoised(signs, where, model, images, labels, cfg, on=f" on {where}",
+                                    batch_size=batch_size, progress=progress)
 
     rows = []
     for cfg in attacks:

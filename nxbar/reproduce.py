@@ -35,7 +35,7 @@ from nxbar.attacks import eps_label
 from nxbar.crossbar.config import PARASITIC_FIELDS, CrossbarConfig
 from nxbar.crossbar.mapped import map_model, random_tile_nf
 from nxbar.defences import InputDiscretization
-from nxbar.experiments import AttackConfig, count_correct, gradient_signs, make_adversarial
+from nxbar.experiments import AttackConfig, adversarial_memoised, count_correct
 from nxbar.models.arch import mvm_names
 from nxbar.sanity import describe
 from nxbar.threats import KNOWS, robustness
@@ -191,6 +191,11 @@ def find_weights(model: str, weights: dict | None = None) -> Path:
     return path
 
 
+def row_key(row: dict) -> tuple[str, ...]:
+    """The key columns of a stored CSV row (strings; '' where absent): the cell it holds, as `Cell.key` gives it."""
+    return tuple(row.get(c, "") for c in KEY_COLUMNS)
+
+
 def read_rows(path: Path) -> list[dict]:
     """Rows of a stored CSV (strings), [] when it does not exist."""
     if not path.is_file():
@@ -242,9 +247,7 @@ class _Runner:
     def adversarial(self, net, net_key, attack):
         """Adversarial inputs made on `net`. FGSM's gradient signs at the clean images are memoised per network
         (one array of the images' size each): every eps of a sweep steps along the same signs."""
-        if attack.attack == "fgsm" and net_key not in self.signs:
-            self.signs[net_key] = gradient_signs(net, self.images, self.labels)
-        return make_adversarial(net, self.images, self.labels, attack, signs=self.signs.get(net_key))
+        return adversarial_memoised(self.signs, net_key, net, self.images, self.labels, attack)
 
     def sw_adversarial(self, cell):
         """The software model's adversarial inputs for the cell's attack (PGD's through `stored_pgd`)."""
@@ -311,7 +314,7 @@ def _stored_elsewhere(out: Path, name: str, quick: bool, n: int, base_physics, h
         same = {m for m, w in record["weights"].items() if hashes.get(m) == w["npz_sha256"]}
         for r in read_rows(stem.with_suffix(".csv")):
             if r["model"] in same:
-                found.setdefault(tuple(r[c] for c in KEY_COLUMNS), (other, r))
+                found.setdefault(row_key(r), (other, r))
     return found
 
 
@@ -340,7 +343,7 @@ def run(name: str, *, quick: bool = False, n: int | None = None, out: str | Path
     if other_n:
         raise ValueError(f"{csv_path} holds cells on {', '.join(sorted(other_n))} images, not {n}; "
                          f"use another out folder or remove the file")
-    done = {tuple(r[c] for c in KEY_COLUMNS) for r in stored}
+    done = {row_key(r) for r in stored}
     todo = [c for c in cells if c.key(base_physics) not in done]
     models = sorted({c.model for c in cells if not (c.mode == "nf" and c.layer == "tiles")})
     paths = {m: find_weights(m, weights) for m in models}
@@ -407,7 +410,7 @@ def recompute(name: str, row: dict, *, weights: dict | None = None, cache_dir=No
     as the CSV stores them, so a stored table can be checked cell by cell (the engine is deterministic)."""
     from nxbar.data import load_dataset
 
-    key = tuple(row.get(c, "") for c in KEY_COLUMNS)
+    key = row_key(row)
     cell = next((c for c in experiment_cells(name) if c.key() == key), None)
     if cell is None:
         raise ValueError(f"no cell of experiment {name!r} has the key {dict(zip(KEY_COLUMNS, key))}")

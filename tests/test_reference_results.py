@@ -35,7 +35,7 @@ def test_stored_table_is_complete_consistent_and_made_with_the_shipped_weights(n
     record = json.loads((RESULTS / f"{name}.json").read_text())
     assert record["experiment"] == name and record["finished"] and not record["quick"] and record["base_physics"] == {}
     assert record["crossbar_defaults"] == json.loads(json.dumps(CrossbarConfig().as_dict()))
-    keys = [tuple(r[c] for c in rp.KEY_COLUMNS) for r in rows]
+    keys = [rp.row_key(r) for r in rows]
     assert sorted(keys) == sorted(c.key() for c in rp.experiment_cells(name)), "grid incomplete or cells repeated"
     for model, w in record["weights"].items():
         shipped = weight_paths(rp.find_weights(model))[0]

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 
+import nxbar.experiments as ex
 import nxbar.reproduce as rp
 from nxbar.attacks import eps_label
 from nxbar.crossbar.config import PARASITIC_FIELDS
@@ -120,8 +121,8 @@ def test_quick_run_rows_json_and_resume(tmp_path, vgg8_weights, monkeypatch):
 
     # resume: nothing left to compute, so no attack runs at all
     calls = []
-    real = rp.make_adversarial
-    monkeypatch.setattr(rp, "make_adversarial", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = ex.make_adversarial
+    monkeypatch.setattr(ex, "make_adversarial", lambda *a, **k: calls.append(1) or real(*a, **k))
     before = path.read_text()
     _quick(tmp_path, vgg8_weights)
     assert calls == [] and path.read_text() == before
@@ -148,8 +149,8 @@ def test_fgsm_gradients_are_computed_once_per_network_and_serve_every_eps(vgg8_w
                                 for k, v in net.params.items() if v.ndim > 1})
 
     calls = []
-    real = rp.gradient_signs
-    monkeypatch.setattr(rp, "gradient_signs", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = ex.gradient_signs
+    monkeypatch.setattr(ex, "gradient_signs", lambda *a, **k: calls.append(1) or real(*a, **k))
     monkeypatch.setattr(rp, "map_model", chip)
     ds = load_dataset("embedded")
     x, y = ds.images[:3], ds.labels[:3]
@@ -395,15 +396,15 @@ def test_cells_shared_between_experiments_are_copied_not_recomputed(tmp_path, vg
     monkeypatch.setattr(rp, "map_model", lambda net, config, **_: net)  # the ideal chip is the network; no solves
     rp.run("fig8a", out=tmp_path / "a", **kw)
     calls = []
-    real = rp.make_adversarial
-    monkeypatch.setattr(rp, "make_adversarial", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = ex.make_adversarial
+    monkeypatch.setattr(ex, "make_adversarial", lambda *a, **k: calls.append(1) or real(*a, **k))
     path = rp.run("fig8b", out=tmp_path / "a", **kw)
     # fig8b quick: SW + (ON/OFF 10, 2000) x (SH, HH) on 32x32; SW and the ON/OFF 10 pair are fig8a's R_on 20k rows
     record = json.loads(path.with_suffix(".json").read_text())
     assert record["copied_this_run"] == {"fig8a": 3} and record["computed_this_run"] == 2 and record["finished"]
     # the ON/OFF 2000 HH attack only: its SH cell takes the SW inputs that fig8a left in the disk cache (PGD)
     assert len(calls) == 1
-    monkeypatch.setattr(rp, "make_adversarial", real)
+    monkeypatch.setattr(ex, "make_adversarial", real)
     entries = sorted(p.name for p in (tmp_path / "c").glob("adversarial-*"))
     assert len(entries) == 2  # one entry (.npz + .json): the SW PGD inputs of the one quick eps
     fresh = rp.run("fig8b", out=tmp_path / "b", **{**kw, "cache_dir": tmp_path / "d"})  # nothing stored: all computed
