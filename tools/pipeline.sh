@@ -55,9 +55,9 @@ threats vgg8 32; threats vgg8 16; threats vgg8 64
 train vgg8 3 --quanos-from weights/vgg8_cifar10
 train vgg16 20
 accurate vgg16_cifar10
-reproduce nf table1 table2 table3 fig9 fig8a fig8b
+reproduce nf table1 table2 table3 fig9
 train vgg16 3 --quanos-from weights/vgg16_cifar10
-reproduce fig4 fig5 fig6 fig10
+reproduce fig10 fig8a fig8b fig4 fig5 fig6
 step python3 cli.py reproduce --figures
 step python3 cli.py reproduce --report
 echo "== $(date -u +%FT%TZ) pipeline finished"
