@@ -18,6 +18,7 @@ STORED = [name for name in rp.EXPERIMENTS if (RESULTS / f"{name}.csv").is_file()
 RECOMPUTED = [
     ("table1", {"mode": "SW", "eps": "0.1", "eps_space": "pixel"}),
     ("table1", {"mode": "HH", "xbar": "16", "eps": "0.1", "eps_space": "pixel", "chip_seed": "0"}),
+    ("table3", {"model": "vgg8q", "mode": "HH", "xbar": "16", "eps": "0.1", "chip_seed": "0"}),
     ("nf", {"layer": "tiles", "xbar": "16"}),
     ("nf", {"layer": "conv3.weight", "xbar": "16"}),
 ]
