@@ -147,8 +147,17 @@ def test_fake_quantize_is_nxbar_quantize_weights_with_a_straight_through_gradien
     w = torch.randn(8, 4, 3, 3, generator=torch.Generator().manual_seed(0), requires_grad=True)
     for bits in (1, 2, 4):
         q = T.fake_quantize(w, bits)
-        np.testing.assert_allclose(q.detach().numpy(), quantize_weights(w.detach().numpy(), bits), rtol=1e-6, atol=1e-7)
+        np.testing.assert_array_equal(q.detach().numpy(), quantize_weights(w.detach().numpy(), bits))
         assert len(torch.unique(q.detach().abs())) <= 2**bits
+    # float32 weights within 64 ulps of every level boundary w_max (k + 1/2) / (2^b - 1): same level as nxbar's
+    w_max = np.float32(0.7)
+    for bits in (2, 4):
+        n = 2**bits - 1
+        mid = np.float32(w_max * (np.arange(n) + 0.5) / n)
+        near = (mid[:, None] + np.arange(-64, 65) * np.spacing(mid)[:, None]).astype(np.float32).ravel()
+        edge = np.concatenate([[w_max], near, -near])
+        np.testing.assert_array_equal(T.fake_quantize(torch.from_numpy(edge), bits).numpy(),
+                                      quantize_weights(edge, bits))
     (T.fake_quantize(w, 2) * torch.arange(w.numel()).view_as(w)).sum().backward()
     np.testing.assert_array_equal(w.grad.numpy(), np.arange(w.numel()).reshape(w.shape))  # dW_q/dW := 1
     assert T.fake_quantize(w, None) is w

@@ -82,15 +82,18 @@ REPO = Path(__file__).resolve().parents[1]
 
 def fake_quantize(w: torch.Tensor, bits: int | None) -> torch.Tensor:
     """W_q = sign(W) w_max round(|W| / w_max (2^b - 1)) / (2^b - 1), w_max = max |W| (the equation of
-    `nxbar.crossbar.mapping.quantize_weights`, here in torch), with the straight-through gradient dW_q/dW := 1
-    (w_max is a constant of the step). bits=None: W unchanged."""
+    `nxbar.crossbar.mapping.quantize_weights`, here in torch, computed in float64 as there, so both give the
+    same W_q bit for bit), with the straight-through gradient dW_q/dW := 1 (w_max is a constant of the step).
+    bits=None: W unchanged."""
     if bits is None:
         return w
     w_max = w.detach().abs().max()
     if w_max == 0:
         return w
     n = 2**bits - 1
-    q = torch.sign(w.detach()) * w_max * torch.round(w.detach().abs() / w_max * n) / n
+    # float32 division puts a weight within an ulp or so of a level boundary on the other level than nxbar's
+    level = torch.round(w.detach().abs().double() / w_max.double() * n)
+    q = (torch.sign(w.detach()).double() * w_max.double() * (level / n)).to(w.dtype)
     return w + (q - w).detach()
 
 
