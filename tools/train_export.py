@@ -81,19 +81,12 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def fake_quantize(w: torch.Tensor, bits: int | None) -> torch.Tensor:
-    """W_q = sign(W) w_max round(|W| / w_max (2^b - 1)) / (2^b - 1), w_max = max |W| (the equation of
-    `nxbar.crossbar.mapping.quantize_weights`, here in torch, computed in float64 as there, so both give the
-    same W_q bit for bit), with the straight-through gradient dW_q/dW := 1 (w_max is a constant of the step).
-    bits=None: W unchanged."""
+    """W_q = `nxbar.crossbar.mapping.quantize_weights`(W, bits) in the forward pass (the exported file holds
+    the same values bit for bit), with the straight-through gradient dW_q/dW := 1 (w_max is a constant of
+    the step). bits=None: W unchanged."""
     if bits is None:
         return w
-    w_max = w.detach().abs().max()
-    if w_max == 0:
-        return w
-    n = 2**bits - 1
-    # float32 division puts a weight within an ulp or so of a level boundary on the other level than nxbar's
-    level = torch.round(w.detach().abs().double() / w_max.double() * n)
-    q = (torch.sign(w.detach()).double() * w_max.double() * (level / n)).to(w.dtype)
+    q = torch.from_numpy(quantize_weights(w.detach().cpu().numpy(), bits)).to(w.device)
     return w + (q - w).detach()
 
 
