@@ -115,6 +115,7 @@ def test_training_resumes_after_a_kill_to_the_same_weights(tmp_path, monkeypatch
             "--limit-eval", "2", "--threads", "1", "--data", str(data), "--out-dir", out, "--results-dir", out,
             "--checkpoint-dir", out + "/ckpt", "--checkpoint-minutes", "0"]
     args = T.parse_args(argv)
+    torch.set_num_threads(2)  # what an nxbar (Numba) forward pass earlier in the process leaves; train() resets it
     straight = T.train(args, tmp_path / "straight", *T.training_data(args, load_dataset("embedded")))
     real_step, calls = torch.optim.SGD.step, []
 

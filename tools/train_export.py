@@ -374,6 +374,9 @@ def train(args, ckpt_dir: Path, train_set, test_set, plan: dict | None = None) -
     recipe = recipe_of(args)
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path = ckpt_dir / "checkpoint.pt"
+    # Set here, after any nxbar work (the QUANOS ANS): torch and nxbar's parallel Numba kernels share one
+    # OpenMP runtime, and a Numba parallel region sets its thread count back to the number of cores.
+    torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     model = initial_model(args, plan).to(memory_format=torch.channels_last)  # NHWC in oneDNN: ~1.07x here
     opt = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=MOMENTUM, nesterov=True,
@@ -517,7 +520,6 @@ def training_data(args, embedded: Dataset) -> tuple[Dataset, Dataset]:
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    torch.set_num_threads(args.threads)
     name = f"{args.model}q" if args.quanos_from else args.model
     stem = f"{name}_cifar10"
     ckpt_dir = Path(args.checkpoint_dir or Path.home() / ".cache/nxbar/train" / stem).expanduser()
