@@ -19,6 +19,7 @@ RECOMPUTED = [
     ("table1", {"mode": "SW", "eps": "0.1", "eps_space": "pixel"}),
     ("table1", {"mode": "HH", "xbar": "16", "eps": "0.1", "eps_space": "pixel", "chip_seed": "0"}),
     ("table3", {"model": "vgg8q", "mode": "HH", "xbar": "16", "eps": "0.1", "chip_seed": "0"}),
+    ("fig10", {"model": "vgg16q", "attack": "fgsm", "eps": "0.1"}),
     ("nf", {"layer": "tiles", "xbar": "16"}),
     ("nf", {"layer": "conv3.weight", "xbar": "16"}),
 ]
