@@ -57,7 +57,7 @@ train vgg16 20
 accurate vgg16_cifar10
 reproduce nf table1 table2 table3 fig9
 train vgg16 3 --quanos-from weights/vgg16_cifar10
-reproduce fig10 fig8a fig8b fig4 fig5 fig6
+reproduce fig10 fig8a fig4 fig5 fig8b fig6
 step python3 cli.py reproduce --figures
 step python3 cli.py reproduce --report
 echo "== $(date -u +%FT%TZ) pipeline finished"
