@@ -375,7 +375,7 @@ def train(args, ckpt_dir: Path, train_set, test_set, plan: dict | None = None) -
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path = ckpt_dir / "checkpoint.pt"
     # Set here, after any nxbar work (the QUANOS ANS): torch and nxbar's parallel Numba kernels share one
-    # OpenMP runtime, and a Numba parallel region sets its thread count back to the number of cores.
+    # OpenMP runtime, and a Numba parallel region sets its thread count back to Numba's (the number of cores).
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     model = initial_model(args, plan).to(memory_format=torch.channels_last)  # NHWC in oneDNN: ~1.07x here
@@ -488,7 +488,7 @@ def parse_args(argv=None):
     p.add_argument("--limit-eval", type=int, default=None, help="evaluate on the first N test images (tests)")
     p.add_argument("--bf16", action="store_true", help="bfloat16 autocast (fast only with native bf16 CPUs)")
     p.add_argument("--print-every", type=int, default=10)
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=int, default=2, help="torch threads for the training steps")
     args = p.parse_args(argv)
     quanos = args.quanos_from is not None
     args.epochs = args.epochs if args.epochs is not None else 3 if quanos else 15
