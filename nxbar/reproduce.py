@@ -26,6 +26,7 @@ import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -435,6 +436,7 @@ PAPER_MODELS = {"F": "vgg8", "Q": "vgg8q"}  # Table III's "(F)" full-precision a
 C6_TOLERANCE_PP = 1.0  # C6: "no added robustness" = AL at a larger ON/OFF ratio not below AL at 10 by more than this
 C9_SATURATION_PP = 5.0  # C9: PGD AL "saturates" = a crossbar row's AL rises by at most this from 8/255 to 32/255
 C7_FLAT_PP = 5.0  # C7: AL "stays flat" = a discretized crossbar row's AL varies by at most this over eps 0.1..0.3
+SATURATED_AA_PCT = 1.0  # a comparison is saturated when both cells keep at most this AA: then AL = CA - AA ~ CA
 NOT_REGISTERED = {
     "C11": "Tiny ImageNet VGG16 (Fig. 7): its training set cannot be obtained here (SPEC 1)",
 }
@@ -549,11 +551,23 @@ def _swap(key: tuple, index: int, value) -> tuple:
     return (*key[:index], value, *key[index + 1:])
 
 
-def _check(label: str, ours: float, other: float, holds: bool) -> tuple[str, bool]:
-    return f"{label}: {ours:.2f} vs {other:.2f}", holds
+class Check(NamedTuple):
+    """One comparison of a claim: `ours` (the claim's side) against `other`, and whether the claim's relation holds."""
+
+    label: str
+    ours: float
+    other: float
+    holds: bool
+
+    def __str__(self) -> str:
+        return f"{self.label}: {self.ours:.2f} vs {self.other:.2f}"
 
 
-def _below_software(name: str, rows: list[dict]) -> list[tuple[str, bool]]:
+def _check(label: str, ours: float, other: float, holds: bool) -> Check:
+    return Check(label, float(ours), float(other), bool(holds))
+
+
+def _below_software(name: str, rows: list[dict]) -> list[Check]:
     """AL(SH) and AL(HH) < AL(SW) at the same eps (C1, C9)."""
     al = _mean_al(rows)
     return [_check(f"{name} {k[0]} {k[1]} {k[3]} {k[4]} eps {k[5]}, AL vs SW", v, sw, v < sw)
@@ -698,14 +712,14 @@ def _in_aa(results: dict[str, list[dict]]) -> dict[str, list[dict]]:
             for name, rows in results.items()}
 
 
-def _verdict(checks: list[tuple[str, bool]]) -> tuple[str, str]:
-    failed = [label for label, ok in checks if not ok]
+def _verdict(checks: list[Check]) -> tuple[str, str]:
+    failed = [str(c) for c in checks if not c.holds]
     if not checks:
         return "not run", "no stored results for it"
     if failed:
         return "does not hold", (f"{len(checks) - len(failed)}/{len(checks)} comparisons hold; fails: "
                                  + "; ".join(failed[:3]) + (f"; ... ({len(failed) - 3} more)" if len(failed) > 3 else ""))
-    return "holds", f"{len(checks)}/{len(checks)} comparisons hold, e.g. {checks[0][0]}"
+    return "holds", f"{len(checks)}/{len(checks)} comparisons hold, e.g. {checks[0]}"
 
 
 def verdicts(results: dict[str, list[dict]]) -> dict[str, tuple[str, str]]:
@@ -722,7 +736,29 @@ def verdicts_in_aa(results: dict[str, list[dict]]) -> dict[str, str]:
     for claim in AA_VIEW:
         checks = CLAIMS[claim][1](aa)
         verdict = _verdict(checks)[0]
-        out[claim] = verdict if not checks else f"{verdict} ({sum(ok for _, ok in checks)}/{len(checks)})"
+        out[claim] = verdict if not checks else f"{verdict} ({sum(c.holds for c in checks)}/{len(checks)})"
+    return out
+
+
+def saturated_failures(results: dict[str, list[dict]]) -> dict[str, tuple[int, int, int, int]]:
+    """{claim of AA_VIEW and C9: (saturated AL failures, AL failures, saturated AA-view failures, AA-view failures)}.
+    A comparison is saturated when both of its cells have AA <= SATURATED_AA_PCT: the attack broke (nearly) every
+    image on both sides, so it compares clean accuracies, and on 100 - AA it is a tie, which fails a strict '<'.
+    Comparisons are matched across the two views by their label; C9's saturation checks (an AL rise against a
+    threshold) are never saturated, and C9 has no AA view (its two AA counts are 0)."""
+    aa_results = _in_aa(results)
+    out = {}
+    for claim in (*AA_VIEW, "C9"):
+        checks_of = CLAIMS[claim][1]
+        al = {c.label: c for c in checks_of(results)}
+        aa = {c.label: c for c in checks_of(aa_results)}
+        if al.keys() != aa.keys():
+            raise RuntimeError(f"{claim}: the AL view and the AA view compare different cells: "
+                               f"{sorted(al.keys() ^ aa.keys())[:3]}")
+        saturated = {label for label, c in aa.items() if min(c.ours, c.other) >= 100.0 - SATURATED_AA_PCT}
+        counts = [sum(label in saturated for label, c in view.items() if not c.holds) for view in (al, aa)]
+        failures = [sum(not c.holds for c in view.values()) for view in (al, aa)]
+        out[claim] = (counts[0], failures[0], *((counts[1], failures[1]) if claim in AA_VIEW else (0, 0)))
     return out
 
 
@@ -836,6 +872,14 @@ def _main_command_section(out: Path) -> list[str]:
     return lines
 
 
+def _saturated_text(counts: tuple[int, int, int, int] | None) -> str:
+    if counts is None or counts[1] == counts[3] == 0:
+        return "-"
+    al, al_failed, aa, aa_failed = counts
+    text = f"{al} of {al_failed}"
+    return text if not aa_failed else f"{text} (AA view: {aa} of {aa_failed})"
+
+
 def report(out: str | Path = DEFAULT_OUT, weights_dir: str | Path = REPO / "weights") -> Path:
     """Write `<out>/README.md` from the stored CSVs and threat matrices: claim verdicts with the sanity checks
     behind them, the networks of `weights_dir` (accuracies; ANS and bits of the QUANOS ones), each table beside
@@ -848,13 +892,17 @@ def report(out: str | Path = DEFAULT_OUT, weights_dir: str | Path = REPO / "weig
              "computed from the stored numbers; no parameter is tuned toward the paper. Chip-seed means are used "
              f"where a cell ran on several chips. C6 tolerance {C6_TOLERANCE_PP:g} pp, C9 saturation threshold "
              f"{C9_SATURATION_PP:g} pp, C7 flatness threshold {C7_FLAT_PP:g} pp.", "", "## Claims (SPEC section 1)", ""]
-    in_aa = verdicts_in_aa(results)
-    body = [[claim, CLAIMS[claim][0], verdict, text, in_aa.get(claim, "-")]
+    in_aa, saturated = verdicts_in_aa(results), saturated_failures(results)
+    body = [[claim, CLAIMS[claim][0], verdict, text, in_aa.get(claim, "-"), _saturated_text(saturated.get(claim))]
             for claim, (verdict, text) in verdicts(results).items()]
-    lines += [_markdown(["claim", "statement", "verdict", "numbers", "same comparisons in AA"], body), "",
+    lines += [_markdown(["claim", "statement", "verdict", "numbers", "same comparisons in AA",
+                         f"failures with AA <= {SATURATED_AA_PCT:g}% on both sides"], body), "",
               "AL = CA - AA, so a lower AL can come from a lower clean accuracy alone, which is no robustness. The "
-              "last column makes each claim's AL comparisons on 100 - AA instead (the AL at 100% clean accuracy): "
-              "it holds only where the better setting keeps more adversarial images correct.", "",
+              "fifth column makes each claim's AL comparisons on 100 - AA instead (the AL at 100% clean accuracy): "
+              "it holds only where the better setting keeps more adversarial images correct. The last column counts "
+              f"the failed comparisons that are saturated: both cells keep at most {SATURATED_AA_PCT:g}% of the images "
+              "under attack, so AL is about CA on both sides and the comparison is one of clean accuracy (on 100 - AA "
+              f"both sides lie within {SATURATED_AA_PCT:g} pp of 100, and a strict '<' fails on a tie).", "",
               _sanity_summary(threats), ""]
     lines += _networks_section(Path(weights_dir))
     lines += _main_command_section(out)

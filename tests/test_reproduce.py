@@ -231,6 +231,7 @@ def test_verdicts_on_hand_made_results(tmp_path):
     in_aa = rp.verdicts_in_aa(rp.load_results(tmp_path))
     assert in_aa == {"C1": "holds (30/30)", "C3": "holds (20/20)", "C4": "holds (15/15)", "C5": "not run",
                      "C6": "not run", "C8": "not run", "C10": "not run"}
+    assert set(rp.saturated_failures(rp.load_results(tmp_path)).values()) == {(0, 0, 0, 0)}
 
     # AA 0 everywhere, CA (= AL) lower on larger crossbars: C1 and C3 hold in AL from clean accuracy alone
     _write(tmp_path / "table2.csv", cells, lambda c: sizes[c.size], lambda c: sizes[c.size])
@@ -238,6 +239,14 @@ def test_verdicts_on_hand_made_results(tmp_path):
     assert (v["C1"][0], v["C3"][0], v["C4"][0]) == ("holds", "holds", "does not hold")
     assert (in_aa["C1"], in_aa["C3"], in_aa["C4"]) == ("does not hold (0/30)", "does not hold (0/20)",
                                                        "does not hold (0/15)")
+    # every failure there compares clean accuracies only: saturated, in both views
+    saturated = rp.saturated_failures(rp.load_results(tmp_path))
+    assert (saturated["C1"], saturated["C3"], saturated["C4"]) == ((0, 0, 30, 30), (0, 0, 20, 20), (15, 15, 15, 15))
+
+    # AA 1.0% in every cell (the threshold) is saturated, AA 1.1% is not; HH = SH fails C4 either way
+    for al, count in ((89.0, 15), (88.9, 0)):
+        _write(tmp_path / "table2.csv", cells, lambda c: al)
+        assert rp.saturated_failures(rp.load_results(tmp_path))["C4"] == (count, 15, count, 15)
 
     # one HH cell (64x64, eps 2/255, all chips) above its SH cell: C4 fails there, with the numbers
     bad = lambda c: 71.5 if (c.size == 64 and c.mode == "HH" and c.attack.eps == 2 / 255) else good(c)
@@ -245,8 +254,10 @@ def test_verdicts_on_hand_made_results(tmp_path):
     rp.copy_paper_tables(out=tmp_path)
     v = rp.verdicts(rp.load_results(tmp_path))
     assert v["C4"] == ("does not hold", "14/15 comparisons hold; fails: table2 xbar64 eps 2/255 AL HH vs SH: 71.50 vs 70.00")
+    assert rp.saturated_failures(rp.load_results(tmp_path))["C4"] == (0, 1, 0, 1)  # AA 18.5 vs 20: not saturated
     text = rp.report(tmp_path).read_text()
     assert "| C4 | PGD: AL(HH) < AL(SH) (Table II) | does not hold | 14/15" in text
+    assert "| does not hold (14/15) | 0 of 1 (AA view: 0 of 1) |" in text
     assert "| vgg8 | - | - | software | SW | 80.00 / 83.66 |" in text  # ours beside the paper's Table II
     assert "Not run: no `table1.csv` yet" in text
 
