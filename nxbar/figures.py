@@ -34,6 +34,7 @@ KINDS = {  # kind: (x column, value column, y axis label)
 }
 PANEL_IN = (5.0, 4.0)  # width, height of one panel in inches
 LEGEND_IN = 1.5  # added to the height of an AL-vs-eps panel: its legend goes below the axes
+LEGEND_COLUMN_CHARS = 22  # a legend of three columns fits a panel's width when no label is longer than this
 DPI = 100
 MAX_COLUMNS = 3  # panels per figure row
 
@@ -186,7 +187,8 @@ def _lines(ax, entries, attack: str):
         ax.errorbar([eps.index(x) for x in xs], mean, yerr=_error_bars(std), label=label, marker="o", markersize=4,
                     capsize=3, color=colour, linestyle=style)
     ax.set_xticks(range(len(eps)), [eps_label(attack, e) for e in eps])
-    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.15), ncols=2 if len(entries) <= 8 else 3)
+    short = max(len(label) for label, *_ in entries) <= LEGEND_COLUMN_CHARS
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.15), ncols=3 if len(entries) > 8 and short else 2)
 
 
 def _bars(ax, entries):
@@ -203,11 +205,8 @@ def _bars(ax, entries):
     ax.legend(fontsize=7, loc="upper center", ncols=min(len(entries), 4))
 
 
-def draw(name: str, rows: list[dict], path) -> Path:
-    """Draw experiment `name` from its CSV rows (strings, as reproduce.read_rows returns) into the PNG `path`.
-
-    The same rows give the same bytes (no timestamp or software version in the PNG metadata).
-    """
+def figure(name: str, rows: list[dict]):
+    """The matplotlib Figure of experiment `name` from its CSV rows (strings, as reproduce.read_rows returns)."""
     try:
         what = kind(rows)
         groups = panels(rows)
@@ -234,6 +233,15 @@ def draw(name: str, rows: list[dict], path) -> Path:
     for ax in axes[len(drawn):]:
         ax.set_visible(False)
     fig.suptitle(_title(name, PANEL_IN[0] * ncols), fontsize=10)
+    return fig
+
+
+def draw(name: str, rows: list[dict], path) -> Path:
+    """Draw experiment `name` from its CSV rows (`figure`) into the PNG `path`.
+
+    The same rows give the same bytes (no timestamp or software version in the PNG metadata).
+    """
+    fig = figure(name, rows)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, format="png", metadata={"Software": None})

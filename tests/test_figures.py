@@ -106,6 +106,20 @@ def test_line_colours_and_styles():
     assert got["xbar32 SH R_on 20k ON/OFF 100"] == ("C1", "-")
 
 
+def test_a_long_legend_keeps_the_axes_at_full_width():
+    # fig8b: SW and SH/HH at four ON/OFF ratios, 9 long labels; in three columns the legend would be wider than
+    # the panel, and the constrained layout would squeeze the axes to a strip to make room for it
+    rows = [r for r in _attack_rows() if r["xbar"] in ("software", "32")]
+    rows += [{**r, "r_off_ohm": f"{r_off:.1f}"} for r_off in (2e6, 2e7, 4e7) for r in rows if r["xbar"] == "32"]
+    fig = figures.figure("fig8b", rows)
+    fig.canvas.draw()
+    ax = fig.axes[0]
+    assert len(ax.get_legend().get_texts()) == 9
+    assert ax.get_position().width > 0.8  # of the figure's width
+    legend, whole = ax.get_legend().get_window_extent(), fig.bbox
+    assert whole.x0 <= legend.x0 and legend.x1 <= whole.x1 and whole.y0 <= legend.y0
+
+
 def test_panels_per_attack_and_eps_space(tmp_path):
     pixel = _attack_rows()
     rows = pixel + [{**r, "eps_space": "normalized"} for r in pixel] + [{**r, "attack": "fgsm"} for r in pixel]
