@@ -319,6 +319,15 @@ def _stored_elsewhere(out: Path, name: str, quick: bool, n: int, base_physics, h
     return found
 
 
+def timed_cells(record: dict) -> int:
+    """How many of the cells in a `<NAME>.json`'s CSV were made (computed or copied) within its `wall_s_total`.
+    Records written before nxbar kept time per cell counted a run's time only when it finished, so for them it
+    is the last run's cells, and a run stopped midway left no time at all."""
+    if not record:
+        return 0
+    return record.get("timed_cells", record["computed_this_run"] + sum(record["copied_this_run"].values()))
+
+
 def run(name: str, *, quick: bool = False, n: int | None = None, out: str | Path = DEFAULT_OUT,
         weights: dict | None = None, base_physics: dict | None = None, cache_dir=None, progress=None) -> Path:
     """Compute the cells of experiment `name` not yet in `<out>/<NAME>.csv`; return the CSV path.
@@ -349,7 +358,7 @@ def run(name: str, *, quick: bool = False, n: int | None = None, out: str | Path
     models = sorted({c.model for c in cells if not (c.mode == "nf" and c.layer == "tiles")})
     paths = {m: find_weights(m, weights) for m in models}
     hashes = {m: file_sha256(weight_paths(p)[0]) for m, p in paths.items()}
-    previous = json.loads(json_path.read_text()) if json_path.is_file() else {}
+    previous = json.loads(json_path.read_text()) if json_path.is_file() and stored else {}
     changed = [m for m, w in previous.get("weights", {}).items()
                if stored and m in hashes and w["npz_sha256"] != hashes[m]]
     if changed:
@@ -359,18 +368,20 @@ def run(name: str, *, quick: bool = False, n: int | None = None, out: str | Path
     elsewhere = _stored_elsewhere(Path(out), name, quick, n, base_physics, hashes)
     copied: dict[str, int] = {}
 
-    def write_record(finished: bool) -> None:
-        """`<NAME>.json`; written first when the run starts (so its weights guard a resumed CSV), then when done."""
+    def write_record(done_this_run: int, finished: bool) -> None:
+        """`<NAME>.json`; written when the run starts (so its weights guard a resumed CSV), after every cell (so
+        a run stopped midway keeps its wall time, `wall_s_total` over all runs) and when done."""
         wall_s = time.perf_counter() - t0
         record = {
             "experiment": name, "description": EXPERIMENTS[name], "quick": quick, "finished": finished,
             "data": {"source": ds.source, "n_images": n}, "dataset": DATASET,
             "base_physics": base_physics or {}, "crossbar_defaults": CrossbarConfig().as_dict(),
-            "cells": len(cells), "computed_this_run": len(todo) - sum(copied.values()) if finished else 0,
+            "cells": len(cells), "computed_this_run": done_this_run - sum(copied.values()),
             "copied_this_run": copied,
             "weights": {m: {"path": str(weight_paths(p)[0]), "npz_sha256": hashes[m]} for m, p in paths.items()},
             "versions": nxbar.versions(), "wall_s_this_run": wall_s,
-            "wall_s_total": previous.get("wall_s_total", 0.0) + (wall_s if finished else 0.0),
+            "wall_s_total": previous.get("wall_s_total", 0.0) + wall_s,
+            "timed_cells": min(timed_cells(previous), len(stored)) + done_this_run,
         }
         if finished:
             try:  # the figure is secondary to the CSV: matplotlib is an optional extra
@@ -383,7 +394,7 @@ def run(name: str, *, quick: bool = False, n: int | None = None, out: str | Path
 
     runner = _Runner(ds.images[:n], ds.labels[:n], paths, base_physics, cache_dir)
     csv_path.parent.mkdir(parents=True, exist_ok=True)
-    write_record(finished=False)
+    write_record(0, finished=False)
     with open(csv_path, "a", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=COLUMNS)
         if not stored:
@@ -399,9 +410,10 @@ def run(name: str, *, quick: bool = False, n: int | None = None, out: str | Path
                 row.update({k: _fmt(v) for k, v in runner.compute(cell).items()})
             writer.writerow(row)
             f.flush()
+            write_record(i + 1, finished=False)
             if progress is not None:
                 progress(i + 1, len(todo), cell)
-    write_record(finished=True)
+    write_record(len(todo), finished=True)
     return csv_path
 
 
@@ -872,6 +884,19 @@ def _main_command_section(out: Path) -> list[str]:
     return lines
 
 
+def _wall_time_text(json_path: Path, rows: int) -> str:
+    """'; wall time 9,647 s' from an experiment's record, saying for how many of its `rows` cells it was kept."""
+    if not json_path.is_file():
+        return ""
+    record = json.loads(json_path.read_text())
+    timed = min(timed_cells(record), rows)
+    text = f"; wall time {record['wall_s_total']:,.0f} s"
+    if timed < rows:
+        text += (f", for {timed} of these cells: the runs that made the other {rows - timed} stopped before they "
+                 "finished, and their time was not recorded")
+    return text
+
+
 def _saturated_text(counts: tuple[int, int, int, int] | None) -> str:
     if counts is None or counts[1] == counts[3] == 0:
         return "-"
@@ -914,7 +939,8 @@ def report(out: str | Path = DEFAULT_OUT, weights_dir: str | Path = REPO / "weig
             continue
         cells = len(experiment_cells(name))
         n = next((r["n"] for r in rows if r["n"]), None)
-        lines += [f"{len(rows)} of {cells} cells stored" + (f", {n} images." if n else "."), ""]
+        lines += [f"{len(rows)} of {cells} cells stored" + (f", {n} images" if n else "")
+                  + _wall_time_text(out / f"{name}.json", len(rows)) + ".", ""]
         table = (_nf_table(rows) if name == "nf" else _clean_table(rows) if name == "fig4"
                  else _attack_table(rows, _paper(out, name)))
         lines += [table, ""]

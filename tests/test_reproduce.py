@@ -108,6 +108,7 @@ def test_quick_run_rows_json_and_resume(tmp_path, vgg8_weights, monkeypatch):
     record = json.loads(path.with_suffix(".json").read_text())
     assert record["weights"]["vgg8"]["npz_sha256"] == file_sha256(str(vgg8_weights) + ".npz")
     assert record["data"]["n_images"] == 8 and record["computed_this_run"] == 3 and record["wall_s_total"] > 0
+    assert record["timed_cells"] == 3 and record["wall_s_total"] == record["wall_s_this_run"]
     if importlib.util.find_spec("matplotlib"):  # the figure beside the CSV (the plot extra; CI installs it)
         assert record["figure"] == str(path.with_suffix(".png")) and path.with_suffix(".png").stat().st_size > 0
     else:
@@ -126,14 +127,45 @@ def test_quick_run_rows_json_and_resume(tmp_path, vgg8_weights, monkeypatch):
     before = path.read_text()
     _quick(tmp_path, vgg8_weights)
     assert calls == [] and path.read_text() == before
-    assert json.loads(path.with_suffix(".json").read_text())["computed_this_run"] == 0
+    again_record = json.loads(path.with_suffix(".json").read_text())
+    assert again_record["computed_this_run"] == 0 and again_record["timed_cells"] == 3
+    assert again_record["wall_s_total"] == pytest.approx(record["wall_s_total"] + again_record["wall_s_this_run"])
     # drop the HH row: only the HH attack runs again (SW and SH are stored), and the same row comes back
     lines = before.splitlines(keepends=True)
     path.write_text("".join(lines[:-1]))
     _quick(tmp_path, vgg8_weights)
     assert len(calls) == 1 and path.read_text() == before
+    assert json.loads(path.with_suffix(".json").read_text())["timed_cells"] == 3  # 2 kept + 1 made, not 3 + 1
     with pytest.raises(ValueError, match="holds cells on 8 images, not 4"):
         rp.run("table1", quick=True, n=4, out=tmp_path / "out", weights={"vgg8": vgg8_weights}, base_physics=IDEAL)
+
+
+def test_a_run_stopped_midway_keeps_its_wall_time(tmp_path, vgg8_weights):
+    """The json is rewritten after every cell, so a run killed midway (a session's end) leaves its time and cell
+    count, and the resumed run adds to them; the report says when a record covers only part of its cells."""
+    class Stop(Exception):
+        pass
+
+    def stop_after_two(i, total, cell):
+        if i == 2:
+            raise Stop
+
+    with pytest.raises(Stop):
+        _quick(tmp_path, vgg8_weights, progress=stop_after_two)
+    stopped = json.loads((tmp_path / "out" / "table1_quick.json").read_text())
+    assert not stopped["finished"] and stopped["computed_this_run"] == 2 and stopped["timed_cells"] == 2
+    assert stopped["wall_s_total"] == stopped["wall_s_this_run"] > 0
+    _quick(tmp_path, vgg8_weights)
+    done = json.loads((tmp_path / "out" / "table1_quick.json").read_text())
+    assert done["finished"] and done["computed_this_run"] == 1 and done["timed_cells"] == 3
+    assert done["wall_s_total"] == pytest.approx(stopped["wall_s_total"] + done["wall_s_this_run"])
+    assert rp._wall_time_text(tmp_path / "out" / "table1_quick.json", 3) == f"; wall time {done['wall_s_total']:,.0f} s"
+    # a record from before nxbar kept time per cell: its total is the last run's, over that run's cells
+    old = {k: v for k, v in done.items() if k != "timed_cells"}
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    assert rp._wall_time_text(tmp_path / "old.json", 3).endswith(
+        "for 1 of these cells: the runs that made the other 2 stopped before they finished, and their time was not "
+        "recorded")
 
 
 def test_fgsm_gradients_are_computed_once_per_network_and_serve_every_eps(vgg8_weights, monkeypatch):
