@@ -713,7 +713,8 @@ CLAIMS = {
 }
 
 
-AA_VIEW = ("C1", "C3", "C4", "C5", "C6", "C8", "C10")  # the claims that compare AL between settings
+# the claims that compare AL between settings; on 100 - AA, C9's saturation checks ask whether AA has stopped falling
+AA_VIEW = ("C1", "C3", "C4", "C5", "C6", "C8", "C9", "C10")
 
 
 def _in_aa(results: dict[str, list[dict]]) -> dict[str, list[dict]]:
@@ -753,14 +754,14 @@ def verdicts_in_aa(results: dict[str, list[dict]]) -> dict[str, str]:
 
 
 def saturated_failures(results: dict[str, list[dict]]) -> dict[str, tuple[int, int, int, int]]:
-    """{claim of AA_VIEW and C9: (saturated AL failures, AL failures, saturated AA-view failures, AA-view failures)}.
+    """{claim of AA_VIEW: (saturated AL failures, AL failures, saturated AA-view failures, AA-view failures)}.
     A comparison is saturated when both of its cells have AA <= SATURATED_AA_PCT: the attack broke (nearly) every
     image on both sides, so it compares clean accuracies, and on 100 - AA it is a tie, which fails a strict '<'.
-    Comparisons are matched across the two views by their label; C9's saturation checks (an AL rise against a
-    threshold) are never saturated, and C9 has no AA view (its two AA counts are 0)."""
+    Comparisons are matched across the two views by their label; C9's saturation checks (a rise against a
+    threshold) are never saturated."""
     aa_results = _in_aa(results)
     out = {}
-    for claim in (*AA_VIEW, "C9"):
+    for claim in AA_VIEW:
         checks_of = CLAIMS[claim][1]
         al = {c.label: c for c in checks_of(results)}
         aa = {c.label: c for c in checks_of(aa_results)}
@@ -770,7 +771,7 @@ def saturated_failures(results: dict[str, list[dict]]) -> dict[str, tuple[int, i
         saturated = {label for label, c in aa.items() if min(c.ours, c.other) >= 100.0 - SATURATED_AA_PCT}
         counts = [sum(label in saturated for label, c in view.items() if not c.holds) for view in (al, aa)]
         failures = [sum(not c.holds for c in view.values()) for view in (al, aa)]
-        out[claim] = (counts[0], failures[0], *((counts[1], failures[1]) if claim in AA_VIEW else (0, 0)))
+        out[claim] = (counts[0], failures[0], counts[1], failures[1])
     return out
 
 

@@ -259,21 +259,27 @@ def test_verdicts_on_hand_made_results(tmp_path):
     assert v["C1"][0] == v["C3"][0] == v["C4"][0] == "holds"
     assert v["C4"][1].startswith("15/15 comparisons hold")  # 3 sizes x 5 eps, chip seeds averaged
     assert v["C5"] == ("not run", "no stored results for it") and v["C8"][0] == "not run"
+    _write(tmp_path / "fig6.csv", rp.experiment_cells("fig6"), good)  # VGG16 PGD: C9's fig6 part
+    assert rp.verdicts(rp.load_results(tmp_path))["C9"][1].startswith("36/36 comparisons hold")  # 30 vs SW, 6 rises
     # CA is 90 in every cell, so the AL comparisons are AA comparisons too
     in_aa = rp.verdicts_in_aa(rp.load_results(tmp_path))
     assert in_aa == {"C1": "holds (30/30)", "C3": "holds (20/20)", "C4": "holds (15/15)", "C5": "not run",
-                     "C6": "not run", "C8": "not run", "C10": "not run"}
+                     "C6": "not run", "C8": "not run", "C9": "holds (36/36)", "C10": "not run"}
     assert set(rp.saturated_failures(rp.load_results(tmp_path)).values()) == {(0, 0, 0, 0)}
 
     # AA 0 everywhere, CA (= AL) lower on larger crossbars: C1 and C3 hold in AL from clean accuracy alone
-    _write(tmp_path / "table2.csv", cells, lambda c: sizes[c.size], lambda c: sizes[c.size])
+    for name in ("table2", "fig6"):
+        _write(tmp_path / f"{name}.csv", rp.experiment_cells(name), lambda c: sizes[c.size], lambda c: sizes[c.size])
     v, in_aa = rp.verdicts(rp.load_results(tmp_path)), rp.verdicts_in_aa(rp.load_results(tmp_path))
-    assert (v["C1"][0], v["C3"][0], v["C4"][0]) == ("holds", "holds", "does not hold")
+    assert (v["C1"][0], v["C3"][0], v["C4"][0], v["C9"][0]) == ("holds", "holds", "does not hold", "holds")
     assert (in_aa["C1"], in_aa["C3"], in_aa["C4"]) == ("does not hold (0/30)", "does not hold (0/20)",
                                                        "does not hold (0/15)")
+    assert in_aa["C9"] == "does not hold (6/36)"  # AA 0 at every eps: no fall left (6 rises of 0), 30 ties with SW
     # every failure there compares clean accuracies only: saturated, in both views
     saturated = rp.saturated_failures(rp.load_results(tmp_path))
-    assert (saturated["C1"], saturated["C3"], saturated["C4"]) == ((0, 0, 30, 30), (0, 0, 20, 20), (15, 15, 15, 15))
+    assert (saturated["C1"], saturated["C3"], saturated["C4"], saturated["C9"]) == (
+        (0, 0, 30, 30), (0, 0, 20, 20), (15, 15, 15, 15), (0, 0, 30, 30))
+    (tmp_path / "fig6.csv").unlink()
 
     # AA 1.0% in every cell (the threshold) is saturated, AA 1.1% is not; HH = SH fails C4 either way
     for al, count in ((89.0, 15), (88.9, 0)):
