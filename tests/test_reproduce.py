@@ -349,7 +349,7 @@ def test_cli(tmp_path):
     assert "nf        27 cells    0 stored  NF" in listed.output
     result = invoke("--report", "--out", tmp_path)
     assert result.exit_code == 0 and (tmp_path / "paper" / "table2_pgd_vgg8_cifar10_AL.csv").is_file()
-    assert (tmp_path / "README.md").read_text().count("| not run |") == 11 + 7  # C1..C11, the AA view of 7
+    assert (tmp_path / "README.md").read_text().count("| not run |") == 11 + 8  # C1..C11, the AA view of 8 (AA_VIEW)
     _write(tmp_path / "table2.csv", rp.experiment_cells("table2"), lambda c: 10.0)
     assert "table2    47 cells   47 stored  PGD" in invoke("--list", "--out", tmp_path).output
     result = invoke("--figures", "--out", tmp_path)
