@@ -359,8 +359,7 @@ def run(name: str, *, quick: bool = False, n: int | None = None, out: str | Path
     paths = {m: find_weights(m, weights) for m in models}
     hashes = {m: file_sha256(weight_paths(p)[0]) for m, p in paths.items()}
     previous = json.loads(json_path.read_text()) if json_path.is_file() and stored else {}
-    changed = [m for m, w in previous.get("weights", {}).items()
-               if stored and m in hashes and w["npz_sha256"] != hashes[m]]
+    changed = [m for m, w in previous.get("weights", {}).items() if m in hashes and w["npz_sha256"] != hashes[m]]
     if changed:
         raise ValueError(f"{csv_path} holds cells made with other {', '.join(changed)} weights than "
                          f"{', '.join(str(weight_paths(paths[m])[0]) for m in changed)}; use another out folder or "
@@ -368,20 +367,24 @@ def run(name: str, *, quick: bool = False, n: int | None = None, out: str | Path
     elsewhere = _stored_elsewhere(Path(out), name, quick, n, base_physics, hashes)
     copied: dict[str, int] = {}
 
+    fixed = {  # the record's fields that stay the same for the whole run, in the json's order
+        "experiment": name, "description": EXPERIMENTS[name], "quick": quick, "finished": False,
+        "data": {"source": ds.source, "n_images": n}, "dataset": DATASET,
+        "base_physics": base_physics or {}, "crossbar_defaults": CrossbarConfig().as_dict(),
+        "cells": len(cells), "computed_this_run": 0, "copied_this_run": copied,
+        "weights": {m: {"path": str(weight_paths(p)[0]), "npz_sha256": hashes[m]} for m, p in paths.items()},
+        "versions": nxbar.versions(),
+    }
+    timed_before = min(timed_cells(previous), len(stored))
+
     def write_record(done_this_run: int, finished: bool) -> None:
         """`<NAME>.json`; written when the run starts (so its weights guard a resumed CSV), after every cell (so
         a run stopped midway keeps its wall time, `wall_s_total` over all runs) and when done."""
         wall_s = time.perf_counter() - t0
         record = {
-            "experiment": name, "description": EXPERIMENTS[name], "quick": quick, "finished": finished,
-            "data": {"source": ds.source, "n_images": n}, "dataset": DATASET,
-            "base_physics": base_physics or {}, "crossbar_defaults": CrossbarConfig().as_dict(),
-            "cells": len(cells), "computed_this_run": done_this_run - sum(copied.values()),
-            "copied_this_run": copied,
-            "weights": {m: {"path": str(weight_paths(p)[0]), "npz_sha256": hashes[m]} for m, p in paths.items()},
-            "versions": nxbar.versions(), "wall_s_this_run": wall_s,
-            "wall_s_total": previous.get("wall_s_total", 0.0) + wall_s,
-            "timed_cells": min(timed_cells(previous), len(stored)) + done_this_run,
+            **fixed, "finished": finished, "computed_this_run": done_this_run - sum(copied.values()),
+            "wall_s_this_run": wall_s, "wall_s_total": previous.get("wall_s_total", 0.0) + wall_s,
+            "timed_cells": timed_before + done_this_run,
         }
         if finished:
             try:  # the figure is secondary to the CSV: matplotlib is an optional extra
