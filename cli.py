@@ -1,14 +1,19 @@
 """The `nxbar` command line (click). Every command is a thin layer over the package's functions.
 
-Bad input ends with a one-line error and exit status 2, never a traceback.
+Bad input ends with a one-line error and exit status 2, never a traceback; output paths are checked before
+any computing. A file that cannot be read or written while a command runs ends with exit status 1, Ctrl-C
+with 130 and a line on how to resume.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import errno
 import functools
+import os
 import sys
 import time
+from pathlib import Path
 
 import click
 import numpy as np
@@ -16,17 +21,66 @@ import numpy as np
 import nxbar
 
 
+RESUME = "nxbar.resume"  # key in click's context meta: how a command stopped by Ctrl-C goes on
+
+
 def _fail_cleanly(command):
-    """Turn the package's ValueError/OSError (bad input, bad file) into a click usage error (exit 2)."""
+    """Turn the package's errors into one line: ValueError (bad input) into a click usage error (exit 2),
+    OSError (a file that cannot be read or written) into an error without the usage text (exit 1), Ctrl-C into
+    exit status 130 and the line of `_on_interrupt` (default: run the command again)."""
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
         try:
             return command(*args, **kwargs)
-        except (ValueError, OSError) as err:
+        except ValueError as err:
             raise click.UsageError(str(err)) from None
+        except OSError as err:
+            if err.errno == errno.EPIPE:  # stdout closed by a pager or `head`: click's own quiet exit
+                raise
+            raise click.ClickException(str(err)) from None
+        except KeyboardInterrupt:
+            hint = click.get_current_context().meta.get(RESUME, "nothing was kept; run the command again")
+            click.echo(f"\ninterrupted: {hint}", err=True)
+            raise click.exceptions.Exit(130) from None
 
     return wrapper
+
+
+def _on_interrupt(hint: str) -> None:
+    """What `_fail_cleanly` says when Ctrl-C stops the running command: how its stored work is resumed."""
+    click.get_current_context().meta[RESUME] = hint
+
+
+def _output_path(path, what: str, folder: bool = False) -> Path:
+    """Refuse, before any computing, an output that could not be written at the end: `path` is the file
+    (folder=True: the folder, created with its parents if missing) that `what` (an option) names. A file's
+    folder must exist; the folder written in must be writable; an existing path must be of the right kind and
+    writable. Returns `path` made absolute."""
+    path = Path(path).absolute()
+    kind, allowed = ("folder", "a writable folder (missing ones are created)") if folder else \
+        ("file", "a writable file in an existing folder")
+    if path.exists():
+        if path.is_dir() != folder:
+            raise ValueError(f"{what} {path}: not a {kind}; allowed: {allowed}")
+        if not os.access(path, os.W_OK | (os.X_OK if folder else 0)):
+            raise ValueError(f"{what} {path}: not writable; allowed: {allowed}")
+        return path
+    parent = path.parent
+    while folder and not parent.exists():
+        parent = parent.parent
+    if not parent.exists():
+        raise ValueError(f"{what} {path}: the folder {parent} does not exist; allowed: {allowed}")
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise ValueError(f"{what} {path}: {parent} is not a writable folder; allowed: {allowed}")
+    return path
+
+
+def _check_cache() -> None:
+    """The cache folder must be writable before a mapping is computed, since the mapping is stored there."""
+    from nxbar.cache import cache_dir
+
+    _output_path(cache_dir(), "cache folder (NXBAR_CACHE_DIR)", folder=True)
 
 
 class _LogProgress:
@@ -100,9 +154,9 @@ def _for_weights(config, meta):
 
 
 def _load_data(data: str, split: str, n: int | None, model):
-    from nxbar.data import load_dataset
+    from nxbar.data import load_dataset, match_classes
 
-    ds = load_dataset(data, split=split)
+    ds = match_classes(load_dataset(data, split=split), model.class_names)
     if n is not None:
         if n < 1 or n > len(ds.labels):
             raise ValueError(f"--n {n} is out of range: the data set {ds.source} has {len(ds.labels)} images")
@@ -112,8 +166,6 @@ def _load_data(data: str, split: str, n: int | None, model):
             f"the data set {ds.source} has {ds.images.shape[1]}x{ds.images.shape[2]} images, "
             f"the model expects {model.input_size}x{model.input_size}"
         )
-    if len(ds.class_names) != model.num_classes:
-        raise ValueError(f"the data set has {len(ds.class_names)} classes, the model {model.num_classes}")
     return ds
 
 
@@ -258,6 +310,8 @@ def _config(size: int, kwargs: dict):
 def _map(net, config, use_cache: bool):
     from nxbar.crossbar.mapped import map_model
 
+    if use_cache:
+        _check_cache()
     with _progress(None, f"mapping onto {config.size}x{config.size} crossbars", len(net.mvm_names)) as bar:
         mapped = map_model(net, config, cache=use_cache, progress=lambda name, i, n: bar.update(1))
     return mapped
@@ -307,22 +361,24 @@ def nf(sizes, n_tiles, **physics):
     """Non-ideality factor of random tiles (G uniform in [G_min, G_max]) for each crossbar size (SPEC 3)."""
     from nxbar.crossbar.mapped import random_tile_nf
 
+    configs = [_config(size, dict(physics)) for size in _sizes(sizes)]  # every size checked before any solve
     click.echo(f"{'size':>6s} {'NF':>8s}   ({n_tiles} random tiles each, chip seed {physics['seed']})")
-    for size in _sizes(sizes):
-        config = _config(size, dict(physics))
-        click.echo(f"{size:6d} {random_tile_nf(config, n_tiles=n_tiles, seed=config.seed):8.4f}")
+    for config in configs:
+        click.echo(f"{config.size:6d} {random_tile_nf(config, n_tiles=n_tiles, seed=config.seed):8.4f}")
 
 
 @main.command()
 @click.option("--xbar", "size", type=click.IntRange(min=1), default=4, show_default=True, help="Tile size.")
 @physics_options
-@click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True), default=None,
+@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
               help="Write the netlist here (default: stdout).")
 @_fail_cleanly
 def spice(size, output, **physics):
     """One random tile (and random input voltages) as a SPICE netlist, expected column currents in comments."""
     from nxbar.crossbar.spice import netlist
 
+    if output:
+        _output_path(output, "-o")
     config = _config(size, physics)
     rng = np.random.default_rng(config.seed)
     g = rng.uniform(config.g_min_s, config.g_max_s, size=(size, size))
@@ -355,7 +411,7 @@ def grade(assignment, student_file):
 @click.option("--eps", "eps_text", default="0.1", show_default=True, help="Budget in pixel units, e.g. 0.1 or 8/255.")
 @click.option("--widths", default=None,
               help="Bit widths to hand out, comma-separated [default: nxbar.quanos.DEFAULT_WIDTHS, 2,4].")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False, writable=True), default=None)
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None)
 @_fail_cleanly
 def ans(model, dataset, weights, data, split, n, attack, eps_text, widths, json_path):
     """Adversarial Noise Sensitivity per layer and the QUANOS bit widths it implies (SPEC 6)."""
@@ -365,6 +421,8 @@ def ans(model, dataset, weights, data, split, n, attack, eps_text, widths, json_
     from nxbar.experiments import AttackConfig
     from nxbar.quanos import DEFAULT_WIDTHS, attack_ans, bits_from_ans
 
+    if json_path:
+        _output_path(json_path, "--json")
     cfg = AttackConfig(attack=attack, eps=parse_fraction(eps_text, "eps"))
     widths = widths or ",".join(map(str, DEFAULT_WIDTHS))
     try:
@@ -402,21 +460,27 @@ def ans(model, dataset, weights, data, split, n, attack, eps_text, widths, json_
 @click.option("--sanity-images", type=click.IntRange(min=1), default=100, show_default=True)
 @click.option("--queries", type=click.IntRange(min=1), default=300, show_default=True,
               help="Queries per image of the gradient-free random-search check.")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False, writable=True), default=None,
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,
               help="Write the report here; finished attackers are kept in JSON.partial meanwhile, and a run "
-                   "stopped part-way resumes from it.")
+                   "stopped part-way (Ctrl-C, a lost session) resumes from it when run again with the same options.")
 @_fail_cleanly
 def threats(model, dataset, weights, data, split, n, size, eps_text, steps, alpha_text, attack_seed, victims, eot,
             transfer_seed, sanity_images, queries, json_path, **physics):
     """Attacker x victim matrix (software, nominal crossbar, EOT over chips, cross-chip transfer) with the
     gradient-masking sanity checks of Carlini et al."""
     import json
-    from pathlib import Path
 
     from nxbar.attacks import parse_fraction
     from nxbar.experiments import AttackConfig
     from nxbar.threats import format_report, threat_report
 
+    partial = Path(f"{json_path}.partial") if json_path else None
+    if json_path:
+        _output_path(json_path, "--json")
+        _output_path(partial, "--json")
+        _on_interrupt(f"the attackers finished so far are kept in {partial}; run the same command again (same "
+                      f"options) to resume from them")
+    _check_cache()  # the chips are mapped, and stored there, along the way
     config = _config(size, physics)
     attack = AttackConfig(attack="pgd", eps=parse_fraction(eps_text, "eps"), steps=steps,
                           alpha=parse_fraction(alpha_text, "alpha"), seed=attack_seed)
@@ -433,7 +497,6 @@ def threats(model, dataset, weights, data, split, n, size, eps_text, steps, alph
         "model": model, "data": ds.source, "n_images": int(len(ds.labels)), "npz_sha256": meta["npz_sha256"],
         "config": config.as_dict(), "attack": attack.as_dict(), "victims": seeds["--victims"],
         "eot": seeds["--eot"], "transfer_seed": transfer_seed, "sanity_images": sanity_images, "queries": queries}))
-    partial = Path(f"{json_path}.partial") if json_path else None
     done, earlier_s, t0 = None, 0.0, time.perf_counter()
     if partial is not None and partial.exists():
         stored = json.loads(partial.read_text())
@@ -448,10 +511,10 @@ def threats(model, dataset, weights, data, split, n, size, eps_text, steps, alph
     def elapsed_s():  # this run's time plus the stopped runs' it resumes
         return earlier_s + time.perf_counter() - t0
 
-    def keep(part):
-        tmp = partial.with_name(partial.name + ".tmp")
-        tmp.write_text(json.dumps({"run": run_key, "part": part, "wall_time_s": elapsed_s()}))
-        tmp.replace(partial)  # atomic: a kill leaves the old or the new file, never half of one
+    def keep(part):  # a kill leaves the old or the new file, never half of one
+        from nxbar.files import atomic_write_text
+
+        atomic_write_text(partial, json.dumps({"run": run_key, "part": part, "wall_time_s": elapsed_s()}))
 
     report = threat_report(net, config, ds.images, ds.labels, attack, victim_seeds=seeds["--victims"],
                            eot_seeds=seeds["--eot"], transfer_seed=transfer_seed, sanity_images=sanity_images,
@@ -505,7 +568,7 @@ def cache_clear():
                    "random search each. 0: not run.")
 @click.option("--queries", type=click.IntRange(min=1), default=300, show_default=True,
               help="Queries per image of the sanity checks' gradient-free random search.")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False, writable=True), default=None,
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,
               help="Write results, full configuration, weight hash, versions and timings here.")
 @_fail_cleanly
 def evaluate(model, dataset, weights, data, split, n, size, attack, eps_text, eps_space, steps, alpha_text,
@@ -518,6 +581,8 @@ def evaluate(model, dataset, weights, data, split, n, size, attack, eps_text, ep
     from nxbar.experiments import MODES, AttackConfig, evaluate_modes
     from nxbar.weights import resolve_weights, weight_paths
 
+    if json_path:
+        _output_path(json_path, "--json")
     t0 = time.perf_counter()
     config = _config(size, physics)
     mode_list = [m.strip().lower() for m in modes.split(",") if m.strip()]
@@ -614,18 +679,23 @@ def evaluate(model, dataset, weights, data, split, n, size, attack, eps_text, ep
               help="Draw NAME.png for every stored CSV (needs matplotlib: pip install 'nxbar[plot]').")
 @click.option("--quick", is_flag=True, help="Small smoke version (few cells, 16 images), stored as NAME_quick.csv.")
 @click.option("--n", "n", type=int, default=None, help="Embedded test images to use [default: 1,000; 16 with --quick].")
-@click.option("--out", type=click.Path(file_okay=False), default=None, help="Results folder [default: reference_results].")
+@click.option("--out", type=click.Path(file_okay=False), default="reference_results", show_default=True,
+              help="Results folder, relative to the current folder (created if missing); run from a checkout's "
+                   "root to extend its stored results.")
 @_fail_cleanly
 def reproduce(name, list_only, write_report, draw_figures, quick, n, out):
-    """Run experiment NAME of the study, resuming from the cells already stored (issue 6, SPEC 1)."""
+    """Run experiment NAME of the study, resuming from the cells already stored (Ctrl-C keeps the finished
+    cells: the same command run again goes on from them)."""
     from nxbar import reproduce as rp
     from nxbar.attacks import eps_label
 
-    out = out or rp.DEFAULT_OUT
+    out = Path(out).absolute()
+    if not list_only:  # every other use writes there
+        _output_path(out, "--out", folder=True)
     if list_only:
         for key, description in rp.EXPERIMENTS.items():
             grid = {c.key() for c in rp.experiment_cells(key)}
-            stored = sum(rp.row_key(r) in grid for r in rp.read_rows(rp.Path(out) / f"{key}.csv"))
+            stored = sum(rp.row_key(r) in grid for r in rp.read_rows(out / f"{key}.csv"))
             click.echo(f"{key:7s} {len(grid):4d} cells {stored:4d} stored  {description}")
     elif draw_figures:
         from nxbar.figures import draw_all
@@ -637,12 +707,15 @@ def reproduce(name, list_only, write_report, draw_figures, quick, n, out):
         for path in paths:
             click.echo(f"wrote {path}")
     elif write_report:
-        if not (rp.Path(out) / "paper").is_dir():
+        if not (out / "paper").is_dir():
             rp.copy_paper_tables(out=out)
         click.echo(f"wrote {rp.report(out)}")
     elif name is None:
         raise ValueError("give an experiment NAME (see --list), --list or --report")
     else:
+        _check_cache()  # mappings and shared adversarial inputs are stored there
+        _on_interrupt(f"the finished cells are stored in {out}; run the same command again to resume from them")
+        click.echo(f"{name}: computing the cells not yet stored in {out}", err=True)
         t0 = time.perf_counter()
 
         def progress(i, total, cell):

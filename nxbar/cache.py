@@ -1,12 +1,14 @@
-"""On-disk cache of crossbar-mapped weights (SPEC section 7) and of reused adversarial inputs.
+"""On-disk cache of crossbar-mapped weights and of reused adversarial inputs.
 
 Directory: $NXBAR_CACHE_DIR if set, else ~/.cache/nxbar. One entry = two files, <kind>-<key>.npz
 (float arrays, loaded with allow_pickle=False) and <kind>-<key>.json (a report). Kinds: "mapped" (the
 effective weights and the per-layer report) and "adversarial" (the software model's PGD inputs that
 `nxbar reproduce` shares between experiments). The key is a sha256 over everything the entry depends on
 (`content_key`): for a mapped model the MVM weight arrays (name, dtype, shape, bytes) and the crossbar
-configuration; always nxbar.__version__ and FORMAT_VERSION. Files are written to a temporary name and
-renamed, so a concurrent reader never sees half an entry.
+configuration; always nxbar.__version__ and FORMAT_VERSION. Files are written whole or not at all
+(nxbar.files.atomic_write), so a concurrent reader never sees half a file. An entry that cannot be read, or whose
+arrays or report are not what the caller expects (a crash between its two files, a damaged disk, an older
+nxbar), is a miss: the caller computes it again and the new entry replaces it.
 """
 
 from __future__ import annotations
@@ -14,13 +16,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 import nxbar
+from nxbar.files import atomic_write, atomic_write_text
 
 FORMAT_VERSION = 1
 KINDS = ("mapped", "adversarial")
@@ -57,14 +60,21 @@ def _paths(key: str, directory: Path | None, kind: str) -> tuple[Path, Path]:
     return d / f"{kind}-{key}.npz", d / f"{kind}-{key}.json"
 
 
-def load(key: str, directory: Path | None = None, kind: str = "mapped") -> tuple[dict[str, np.ndarray], object] | None:
-    """(arrays, report) stored under `key`, or None when there is no complete, readable entry."""
+def load(key: str, directory: Path | None = None, kind: str = "mapped", *,
+         expect: dict[str, tuple[tuple[int, ...], np.dtype]],
+         report_ok: Callable[[object], bool] = lambda report: True) -> tuple[dict[str, np.ndarray], object] | None:
+    """(arrays, report) stored under `key`, or None when there is no complete, readable entry that holds exactly
+    the arrays `expect` names, each of the (shape, dtype) given there, and a report for which `report_ok` holds."""
     npz, js = _paths(key, directory, kind)
     try:
         with np.load(npz, allow_pickle=False) as f:
             arrays = {name: f[name] for name in f.files}
         report = json.loads(js.read_text())
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile):  # missing or damaged: a miss, rewritten later
+    except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile):  # missing or damaged
+        return None
+    if arrays.keys() != expect.keys() or not report_ok(report):
+        return None
+    if any(a.shape != tuple(expect[name][0]) or a.dtype != expect[name][1] for name, a in arrays.items()):
         return None
     return arrays, report
 
@@ -74,21 +84,9 @@ def save(key: str, arrays: dict[str, np.ndarray], report: object, directory: Pat
     """Store `arrays` (npz) and the JSON-serialisable `report` under `key`; return the npz path."""
     npz, js = _paths(key, directory, kind)
     npz.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write(js, lambda f: f.write(json.dumps(report, indent=1).encode()))
-    _atomic_write(npz, lambda f: np.savez(f, **arrays))
+    atomic_write_text(js, json.dumps(report, indent=1))
+    atomic_write(npz, lambda f: np.savez(f, **arrays))
     return npz
-
-
-def _atomic_write(path: Path, write) -> None:
-    """Call write(binary file) on a temporary file next to `path`, then rename it to `path`."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
 
 
 def clear_cache(directory: Path | None = None) -> list[Path]:

@@ -21,7 +21,7 @@ import pickle
 import tarfile
 import zipfile
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import repeat
 from pathlib import Path
 
@@ -73,6 +73,33 @@ class Dataset:
             )
         if not isinstance(self.source, str) or not self.source:
             raise ValueError(f"source must be a non-empty str, got {self.source!r}")
+
+
+def match_classes(ds: Dataset, class_names: tuple[str, ...] | list[str]) -> Dataset:
+    """`ds` labelled in the order of `class_names` (a model's classes: label k is class_names[k]).
+
+    The same class names in another order (an image folder's sorted folder names, say) are relabelled,
+    and the source says so; names that differ are refused with the names found on one side only.
+    """
+    wanted = tuple(class_names)
+    if ds.class_names == wanted:
+        return ds
+    only_data = [c for c in ds.class_names if c not in wanted]
+    only_model = [c for c in wanted if c not in ds.class_names]
+    if only_data or only_model:
+        raise ValueError(
+            f"the classes of the data set {ds.source} are not the model's: only in the data set: "
+            f"{_name_list(only_data)}; only in the model: {_name_list(only_model)}"
+        )
+    relabel = np.array([wanted.index(c) for c in ds.class_names], dtype=np.int64)
+    return replace(ds, labels=relabel[ds.labels], class_names=wanted,
+                   source=f"{ds.source}, relabelled to the model's class order")
+
+
+def _name_list(names: list[str], shown: int = 10) -> str:
+    """'a, b, c', the first `shown` names and how many more, or 'none'."""
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return ", ".join(names[:shown]) + more if names else "none"
 
 
 def _describe_array(a) -> str:
@@ -347,12 +374,45 @@ class _Files:
 
 
 def _decode_image(data: bytes, where: str, size: tuple[int, int] | None) -> np.ndarray:
-    """Decode one image file to uint8 (H, W, 3) RGB; `size` (height, width) is enforced when given."""
+    """Decode one image file to uint8 (H, W, 3) RGB; `size` (height, width) is enforced when given.
+
+    8-bit images are converted to RGB by Pillow. 16-bit grayscale (Pillow modes I;16, I;16B, ... and I, as
+    16-bit PNG, TIFF and PGM files are read) becomes 8-bit by v8 = round(v16 * 255 / 65535), the same value
+    in the three channels; v16 * 255 / 65535 = v16 / 257 is never halfway between two integers. Pillow
+    itself reads 16-bit colour PNGs as 8-bit (each value's high byte). Floating-point images (mode F) have
+    no fixed range and are refused. An image with transparency (an alpha channel, a transparent palette
+    entry or colour key) is read only when every pixel is fully opaque; the alpha is then dropped.
+    """
     try:
         with Image.open(io.BytesIO(data)) as img:
-            rgb = np.asarray(img.convert("RGB"))
+            mode, key = img.mode, img.info.get("transparency")
+            if mode in ("I", "F") or mode.startswith("I;16"):
+                pixels = np.asarray(img)  # one channel of 16- or 32-bit integers or 32-bit floats
+            else:
+                pixels = np.asarray(img.convert("RGBA" if img.has_transparency_data else "RGB"))
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise ValueError(f"{where}: not a readable image: {type(exc).__name__}: {exc}") from exc
+    if pixels.ndim == 2:
+        transparent = int(np.sum(pixels == key)) if key is not None else 0
+    else:
+        transparent = int(np.sum(pixels[..., 3] < 255)) if pixels.shape[2] == 4 else 0
+    if transparent:
+        raise ValueError(
+            f"{where}: {transparent} of {pixels.shape[0] * pixels.shape[1]} pixels are not fully opaque "
+            f"(Pillow mode {mode}); only opaque images are allowed (an alpha channel, transparent palette "
+            "entry or colour key is accepted when every pixel is fully opaque)"
+        )
+    if pixels.ndim == 3:
+        rgb = pixels[..., :3]
+    elif mode == "F":
+        raise ValueError(f"{where}: floating-point pixels (Pillow mode F) are not allowed; "
+                         "allowed: 8-bit images and 16-bit grayscale")
+    elif pixels.min() < 0 or pixels.max() > 65535:
+        raise ValueError(f"{where}: integer pixels (Pillow mode {mode}) range over [{pixels.min()}, {pixels.max()}]; "
+                         "only 16-bit grayscale values 0..65535 can be converted to 8-bit")
+    else:
+        gray = np.rint(pixels * (255 / 65535)).astype(np.uint8)
+        rgb = np.repeat(gray[..., None], 3, axis=2)
     if size is not None and rgb.shape[:2] != size:
         got, want = f"{rgb.shape[0]}x{rgb.shape[1]}", f"{size[0]}x{size[1]}"
         raise ValueError(f"{where}: image is {got} (height x width), expected {want}")

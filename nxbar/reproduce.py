@@ -24,6 +24,7 @@ import csv
 import json
 import shutil
 import time
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -37,6 +38,7 @@ from nxbar.crossbar.config import PARASITIC_FIELDS, CrossbarConfig
 from nxbar.crossbar.mapped import map_model, random_tile_nf
 from nxbar.defences import InputDiscretization
 from nxbar.experiments import AttackConfig, adversarial_memoised, count_correct
+from nxbar.files import atomic_write_text, drop_torn_row
 from nxbar.models.arch import mvm_names
 from nxbar.sanity import describe
 from nxbar.threats import KNOWS, robustness
@@ -265,16 +267,30 @@ class _Runner:
     def stored_pgd(self, cell, make):
         """make()'s software PGD inputs, kept in the disk cache (kind "adversarial"), keyed by the weight files'
         hashes, input bits, attack, images and labels: the SH cells of other experiments reuse them (fig8a and
-        fig8b need table2's), also in a later session."""
+        fig8b need table2's), also in a later session. An entry without x_adv of the images' shape in the model's
+        dtype is made again."""
         fields = {"software adversarial inputs": asdict(cell.attack), "input_bits": cell.input_bits,
                   "weights_sha256": [file_sha256(p) for p in weight_paths(self.weights[cell.model])]}
         entry = disk_cache.content_key(fields, {"images": self.images, "labels": self.labels})
-        hit = disk_cache.load(entry, self.cache_dir, kind="adversarial")
+        net = self.model(cell.model)[0]
+        hit = disk_cache.load(entry, self.cache_dir, kind="adversarial",
+                              expect={"x_adv": (self.images.shape, net.dtype)})
         if hit is not None:
             return hit[0]["x_adv"]
         adv = make()
         disk_cache.save(entry, {"x_adv": adv}, fields, self.cache_dir, kind="adversarial")
         return adv
+
+    def network(self, cell):
+        """The network the cell evaluates: the software model or its crossbars, with the cell's input defence."""
+        return self.defended(self.model(cell.model)[0] if cell.size is None else self.hardware(cell), cell)
+
+    def adversarial_inputs(self, cell, net):
+        """The attacked images the cell evaluates on `net` (= `network(cell)`): the software model's for SW and
+        SH, the evaluated network's own for HH."""
+        if cell.mode in ("SW", "SH"):
+            return self.sw_adversarial(cell)
+        return self.adversarial(net, self.net_key(cell), cell.attack)
 
     def compute(self, cell) -> dict:
         """Result columns of `cell` (n, counts, CA, AA, AL in percent; nf)."""
@@ -285,16 +301,14 @@ class _Runner:
                 return {"n": "", "nf": random_tile_nf(config, n_tiles=64, seed=config.seed)}
             report = self.hardware(cell).report
             return {"n": "", "nf": next(r["nf"] for r in report if r["name"] == cell.layer)}
-        net = self.defended(self.model(cell.model)[0] if cell.size is None else self.hardware(cell), cell)
+        net = self.network(cell)
         ca = self.clean_correct(cell, net)
         out = {"n": n, "clean_correct": ca, "CA": 100.0 * ca / n}
         if cell.size is not None and (bits := self.config(cell).layer_bits) is not None:
             out["layer_bits"] = "/".join(str(b) for b in bits)
         if cell.mode == "clean":
             return out
-        adv = self.sw_adversarial(cell) if cell.mode in ("SW", "SH") else self.adversarial(
-            net, self.net_key(cell), cell.attack)
-        aa = count_correct(net, adv, self.labels)
+        aa = count_correct(net, self.adversarial_inputs(cell, net), self.labels)
         return {**out, "adv_correct": aa, "AA": 100.0 * aa / n, "AL": 100.0 * (ca - aa) / n}
 
 
@@ -336,7 +350,8 @@ def run(name: str, *, quick: bool = False, n: int | None = None, out: str | Path
     images). weights: {model: weight file} instead of the shipped files. base_physics: CrossbarConfig fields
     under every cell's own overrides (tests use the ideal crossbar). progress(i, total, cell) after each cell.
     Cells stored by another experiment in `out` are copied (`_stored_elsewhere`); resuming a CSV made on other
-    images or with other weights than its json records is refused.
+    images or with other weights than its json records is refused. A last CSV row that a stopped run left
+    unfinished is dropped, with a warning, and its cell computed again.
     """
     from nxbar.data import load_dataset
 
@@ -348,6 +363,9 @@ def run(name: str, *, quick: bool = False, n: int | None = None, out: str | Path
     n = n if n is not None else (QUICK_N if quick else len(ds.labels))
     if not 1 <= n <= len(ds.labels):
         raise ValueError(f"n {n} is out of range; allowed: 1..{len(ds.labels)} (the embedded images)")
+    if csv_path.is_file() and (torn := drop_torn_row(csv_path)) is not None:
+        warnings.warn(f"{csv_path}: dropped its last row, which a stopped run left unfinished, to compute that "
+                      f"cell again: {torn!r}", stacklevel=2)
     stored = read_rows(csv_path)
     other_n = {r["n"] for r in stored if r["n"]} - {str(n)}
     if other_n:
@@ -358,7 +376,11 @@ def run(name: str, *, quick: bool = False, n: int | None = None, out: str | Path
     models = sorted({c.model for c in cells if not (c.mode == "nf" and c.layer == "tiles")})
     paths = {m: find_weights(m, weights) for m in models}
     hashes = {m: file_sha256(weight_paths(p)[0]) for m, p in paths.items()}
-    previous = json.loads(json_path.read_text()) if json_path.is_file() and stored else {}
+    try:
+        previous = json.loads(json_path.read_text()) if json_path.is_file() and stored else {}
+    except ValueError as err:
+        raise ValueError(f"{json_path} cannot be read ({err}); delete it to start a fresh record (the cells in "
+                         f"{csv_path} are kept)") from None
     changed = [m for m, w in previous.get("weights", {}).items() if m in hashes and w["npz_sha256"] != hashes[m]]
     if changed:
         raise ValueError(f"{csv_path} holds cells made with other {', '.join(changed)} weights than "
@@ -393,14 +415,14 @@ def run(name: str, *, quick: bool = False, n: int | None = None, out: str | Path
                 record["figure"] = str(draw(name, read_rows(csv_path), stem.with_suffix(".png")))
             except ImportError as err:
                 record["figure"] = f"not drawn: {err}"
-        json_path.write_text(json.dumps(record, indent=2) + "\n")
+        atomic_write_text(json_path, json.dumps(record, indent=2) + "\n")
 
     runner = _Runner(ds.images[:n], ds.labels[:n], paths, base_physics, cache_dir)
     csv_path.parent.mkdir(parents=True, exist_ok=True)
     write_record(0, finished=False)
     with open(csv_path, "a", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=COLUMNS)
-        if not stored:
+        if f.tell() == 0:  # a new or emptied file; one that a run stopped before its first row has its header
             writer.writeheader()
         for i, cell in enumerate(todo):
             key = cell.key(base_physics)
@@ -424,6 +446,15 @@ def recompute(name: str, row: dict, *, weights: dict | None = None, cache_dir=No
     """Compute once more the cell of experiment `name` that the stored CSV `row` describes (same key
     columns; a full run, default physics), on the same first n embedded images. Returns the result columns
     as the CSV stores them, so a stored table can be checked cell by cell (the engine is deterministic)."""
+    cell, runner = cell_runner(name, row, weights=weights, cache_dir=cache_dir)
+    return {k: _fmt(v) for k, v in runner.compute(cell).items()}
+
+
+def cell_runner(name: str, row: dict, *, weights: dict | None = None, cache_dir=None, n: int | None = None,
+                models: tuple[str, ...] = ()):
+    """(Cell, _Runner) of the cell of experiment `name` that the stored CSV `row` describes, on the first n
+    embedded images (default: the row's n). The runner also computes cells next to it (`dataclasses.replace`
+    of the cell with another chip, attack or physics, or with one of the other `models`), on the same images."""
     from nxbar.data import load_dataset
 
     key = row_key(row)
@@ -431,10 +462,10 @@ def recompute(name: str, row: dict, *, weights: dict | None = None, cache_dir=No
     if cell is None:
         raise ValueError(f"no cell of experiment {name!r} has the key {dict(zip(KEY_COLUMNS, key))}")
     ds = load_dataset("embedded")
-    n = int(row["n"]) if row.get("n") else len(ds.labels)
-    paths = {} if cell.mode == "nf" and cell.layer == "tiles" else {cell.model: find_weights(cell.model, weights)}
-    runner = _Runner(ds.images[:n], ds.labels[:n], paths, None, cache_dir)
-    return {k: _fmt(v) for k, v in runner.compute(cell).items()}
+    n = n or (int(row["n"]) if row.get("n") else len(ds.labels))
+    models = {} if cell.mode == "nf" and cell.layer == "tiles" else {cell.model, *models}
+    paths = {m: find_weights(m, weights) for m in models}
+    return cell, _Runner(ds.images[:n], ds.labels[:n], paths, None, cache_dir)
 
 
 def copy_paper_tables(source: str | Path = PAPER_SOURCE, out: str | Path = DEFAULT_OUT) -> list[Path]:
@@ -888,6 +919,29 @@ def _main_command_section(out: Path) -> list[str]:
     return lines
 
 
+def _reproducibility_section(out: Path) -> list[str]:
+    """The reproducibility promise, with the cross-kernel drift measured in `<out>/reproducibility.json`."""
+    path = out / "reproducibility.json"
+    if not path.is_file():
+        return []
+    record = json.loads(path.read_text())
+    moved = [len(c["moved_images"]) for runs in record["drift"].values() for c in runs]
+    flips = [c["images_with_sign_flips"] for runs in record["drift"].values() for c in runs]
+    return ["## Reproducibility", "",
+            f"A stored cell recomputes bit for bit on the BLAS kernel and library versions that made it (OpenBLAS "
+            f"{record['reference_kernel']}, the kernel AMD Zen CPUs run; recorded in `reproducibility.json`). On "
+            f"another CPU kind OpenBLAS runs another float32 kernel, which sums in another order: logits and input "
+            f"gradients differ in their last bits, a gradient component near zero can change sign, and FGSM then "
+            f"moves that pixel the other way. Measured on {len(record['cells'])} FGSM cells of 1,000 images under "
+            f"{len(record['drift'])} other kernels ({', '.join(sorted(record['drift']))}; `{record['how']}`): "
+            f"{min(flips)} to {max(flips)} images per cell had a gradient component change sign, and at most "
+            f"{max(moved)} image per cell changed its outcome. So on any x86-64 CPU a recomputed cell keeps every "
+            f"image's outcome but at most {record['tolerance_images']} per cell "
+            f"({record['tolerance_images'] / 10:g} pp of 1,000 images), which is what "
+            "`tests/test_reference_results.py` asserts there; a real change of the cell (eps, chip, model, physics, "
+            "attack) moves many more.", ""]
+
+
 def _wall_time_text(json_path: Path, rows: int) -> str:
     """'; wall time 9,647 s' from an experiment's record, saying for how many of its `rows` cells it was kept."""
     if not json_path.is_file():
@@ -933,6 +987,7 @@ def report(out: str | Path = DEFAULT_OUT, weights_dir: str | Path = REPO / "weig
               "under attack, so AL is about CA on both sides and the comparison is one of clean accuracy (on 100 - AA "
               f"both sides lie within {SATURATED_AA_PCT:g} pp of 100, and a strict '<' fails on a tie).", "",
               _sanity_summary(threats), ""]
+    lines += _reproducibility_section(out)
     lines += _networks_section(Path(weights_dir))
     lines += _main_command_section(out)
     for name, description in EXPERIMENTS.items():

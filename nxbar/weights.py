@@ -75,28 +75,44 @@ def resolve_weights(model: str, dataset: str = "cifar10") -> Path:
     return shipped_weights_dir() / f"{model}_{dataset}"
 
 
+def _is_int(value) -> bool:
+    """A JSON integer; JSON's true and false load as bool, which Python counts as an int, and are not one."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    """A JSON number (integer or float), not a bool."""
+    return _is_int(value) or isinstance(value, float)
+
+
 def _check_meta(meta: dict, where: str) -> None:
     missing = [k for k in REQUIRED_META if k not in meta]
     if missing:
         raise WeightFileError(f"{where}: missing field(s) {', '.join(missing)}; required: {', '.join(REQUIRED_META)}")
+    for key in ("num_classes", "input_size"):
+        if not _is_int(meta[key]):
+            raise WeightFileError(f"{where}: {key} must be an integer, got {meta[key]!r}")
     norm = meta["normalization"]
     if not isinstance(norm, dict) or set(norm) != {"mean", "std"}:
         raise WeightFileError(f"{where}: 'normalization' must be {{'mean': [3 floats], 'std': [3 floats]}}, got {norm!r}")
     for key in ("mean", "std"):
         vals = norm[key]
-        if not (isinstance(vals, list) and len(vals) == 3 and all(isinstance(v, (int, float)) for v in vals)):
+        if not (isinstance(vals, list) and len(vals) == 3 and all(_is_number(v) for v in vals)):
             raise WeightFileError(f"{where}: normalization {key} must be a list of 3 numbers, got {vals!r}")
         if not all(np.isfinite(vals)):
             raise WeightFileError(f"{where}: normalization {key} must be finite, got {vals!r}")
     if min(norm["std"]) <= 0:
         raise WeightFileError(f"{where}: normalization std must be > 0, got {norm['std']!r}")
-    if not (isinstance(meta["bn_eps"], (int, float)) and meta["bn_eps"] > 0):
-        raise WeightFileError(f"{where}: bn_eps must be a number > 0, got {meta['bn_eps']!r}")
+    if not (_is_number(meta["bn_eps"]) and np.isfinite(meta["bn_eps"]) and meta["bn_eps"] > 0):
+        raise WeightFileError(f"{where}: bn_eps must be a finite number > 0, got {meta['bn_eps']!r}")
     names = meta["class_names"]
     if not (isinstance(names, list) and all(isinstance(n, str) for n in names)) or len(names) != meta["num_classes"]:
         raise WeightFileError(
             f"{where}: class_names must be a list of num_classes={meta['num_classes']!r} strings, got {names!r}"
         )
+    if len(set(names)) != len(names):
+        repeated = ", ".join(sorted(repr(n) for n in set(names) if names.count(n) > 1))
+        raise WeightFileError(f"{where}: class_names must be unique, got {repeated} twice or more")
     if meta["arch"] in ARCHITECTURES:  # an unknown arch is reported by _expected_shapes
         _check_precision(meta, where)
 
@@ -109,7 +125,7 @@ def _check_precision(meta: dict, where: str) -> None:
         return
     lb, names = meta["layer_bits"], mvm_names(meta["arch"])
     ok = isinstance(lb, list) and len(lb) == len(names) and all(
-        b is None or (isinstance(b, int) and not isinstance(b, bool) and 1 <= b <= MAX_BITS) for b in lb)
+        b is None or (_is_int(b) and 1 <= b <= MAX_BITS) for b in lb)
     if not ok:
         raise WeightFileError(f"{where}: 'layer_bits' must be a list of {len(names)} entries (one per MVM layer: "
                               f"{', '.join(names)}), each null or an integer 1..{MAX_BITS}; got {lb!r}")
@@ -195,7 +211,7 @@ def load_weights(path: str | Path) -> tuple[dict[str, np.ndarray], dict]:
     where = str(json_path)
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise WeightFileError(f"{where}: 'format' must be {FORMAT!r}")
-    if meta.get("format_version") != FORMAT_VERSION:
+    if not (_is_int(meta.get("format_version")) and meta["format_version"] == FORMAT_VERSION):
         raise WeightFileError(
             f"{where}: format_version {meta.get('format_version')!r} not supported; this nxbar reads {FORMAT_VERSION}"
         )
@@ -232,7 +248,11 @@ def load_weights(path: str | Path) -> tuple[dict[str, np.ndarray], dict]:
 
 
 def load_model(path: str | Path, dtype=np.float32):
-    """Load a weight file into a `VGG` of the given dtype; return (model, meta)."""
+    """Load a weight file into a `VGG` of the given dtype; return (model, meta).
+
+    The model also carries the file's class names as `class_names` (a tuple, label index order), so that a
+    data set can be labelled in the model's order (`nxbar.data.match_classes`).
+    """
     from nxbar.models.vgg import VGG
 
     params, meta = load_weights(path)
@@ -246,4 +266,5 @@ def load_model(path: str | Path, dtype=np.float32):
         bn_eps=meta["bn_eps"],
         dtype=dtype,
     )
+    model.class_names = tuple(meta["class_names"])
     return model, meta

@@ -7,6 +7,7 @@ import pytest
 from click.testing import CliRunner
 
 from cli import main
+from nxbar.data import load_dataset
 from nxbar.models.vgg import random_params
 from nxbar.weights import save_weights
 
@@ -20,7 +21,7 @@ def weights(tmp_path_factory):
     meta = {
         "arch": "vgg8", "dataset": "cifar10", "num_classes": 10, "input_size": 32,
         "normalization": {"mean": [0.49, 0.48, 0.45], "std": [0.25, 0.24, 0.26]}, "bn_eps": 1e-5,
-        "class_names": [f"class{i}" for i in range(10)],
+        "class_names": list(load_dataset("embedded").class_names),
     }
     stem = tmp_path_factory.mktemp("w") / "vgg8_random"
     save_weights(stem, params, meta)
@@ -273,3 +274,162 @@ def test_threats_command_runs_and_resumes_a_stopped_run(run, weights, tmp_path, 
     assert record["wall_time_s"] > stopped["wall_time_s"] > 0  # the stopped run's time counts too
     # ideal crossbars without variation: every chip is the software network, so every attacker hits it alike
     assert len({(r["CA"], r["AA"]) for r in record["rows"]}) == 1
+
+
+def _not_before_the_check(*args, **kwargs):
+    raise AssertionError("computed before the output path was checked")
+
+
+@pytest.mark.parametrize(
+    "args, computes, message",
+    [
+        (["evaluate", "--weights", "{weights}", "--modes", "sw", "--n", 2, "--json", "{missing}/r.json"],
+         "nxbar.experiments.evaluate_modes", "--json {missing}/r.json: the folder {missing} does not exist"),
+        (["ans", "--weights", "{weights}", "--n", 2, "--json", "{missing}/a.json"],
+         "nxbar.quanos.attack_ans", "--json {missing}/a.json: the folder {missing} does not exist"),
+        (["threats", "--weights", "{weights}", "--n", 2, "--json", "{file}/t.json"],
+         "nxbar.threats.threat_report", "--json {file}/t.json: {file} is not a writable folder"),
+        (["spice", "-o", "{missing}/t.cir"],
+         "nxbar.crossbar.spice.netlist", "-o {missing}/t.cir: the folder {missing} does not exist"),
+        (["reproduce", "table2", "--quick", "--out", "{file}/results"],
+         "nxbar.reproduce.run", "--out {file}/results: {file} is not a writable folder"),
+    ],
+)
+def test_output_paths_are_checked_before_computing(run, weights, tmp_path, monkeypatch, args, computes, message):
+    places = {"weights": weights, "missing": tmp_path / "missing", "file": tmp_path / "a_file"}
+    places["file"].write_text("not a folder")
+    monkeypatch.setattr(computes, _not_before_the_check)
+    out = run(*(a.format(**places) if isinstance(a, str) else a for a in args))
+    assert out.exit_code == 2, out.output
+    assert message.format(**places) in out.output and "allowed: a writable" in out.output
+
+
+def test_an_unwritable_cache_is_refused_before_mapping(run, weights, tmp_path, monkeypatch):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("NXBAR_CACHE_DIR", str(blocker / "cache"))
+    with monkeypatch.context() as m:
+        m.setattr("nxbar.crossbar.mapped.map_model", _not_before_the_check)
+        out = run("map", "--weights", weights, "--n", 2, "--xbar", 64)
+    assert out.exit_code == 2, out.output
+    assert f"cache folder (NXBAR_CACHE_DIR) {blocker / 'cache'}: {blocker} is not a writable folder" in out.output
+    assert run("map", "--weights", weights, "--n", 2, "--xbar", 64, "--no-cache", *IDEAL).exit_code == 0
+
+
+def test_a_file_error_after_the_computation_is_exit_1_without_usage(run, weights, tmp_path, monkeypatch):
+    import shutil
+
+    import nxbar.experiments
+
+    folder = tmp_path / "results"
+    folder.mkdir()
+    real = nxbar.experiments.evaluate_modes
+
+    def folder_removed_meanwhile(*args, **kwargs):
+        shutil.rmtree(folder)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(nxbar.experiments, "evaluate_modes", folder_removed_meanwhile)
+    out = run("evaluate", "--weights", weights, "--modes", "sw", "--n", 2, "--steps", 1, "--json", folder / "r.json")
+    assert out.exit_code == 1, out.output
+    assert f"Error: [Errno 2] No such file or directory: '{folder / 'r.json'}'" in out.stderr
+    assert "Usage:" not in out.output
+    assert [line.split()[0] for line in out.stdout.splitlines() if line.startswith("SW ")] == ["SW"]
+
+
+def test_reproduce_writes_below_the_current_folder_by_default(run, tmp_path, monkeypatch):
+    from pathlib import Path
+
+    import nxbar.reproduce as rp
+
+    folders = []
+
+    def stored(name, *, out, **kwargs):
+        folders.append(out)
+        return Path(out) / f"{name}.csv"
+
+    monkeypatch.setattr(rp, "run", stored)
+    monkeypatch.chdir(tmp_path)
+    out = run("reproduce", "table2")
+    assert out.exit_code == 0, out.output
+    assert folders == [tmp_path / "reference_results"]
+    assert out.stdout == f"wrote {tmp_path}/reference_results/table2.csv and {tmp_path}/reference_results/table2.json\n"
+    assert f"table2: computing the cells not yet stored in {tmp_path}/reference_results" in out.stderr
+    out = run("reproduce", "table2", "--out", "mine")  # a relative folder is reported in full
+    assert out.stdout.startswith(f"wrote {tmp_path}/mine/table2.csv and ")
+    assert "relative to the current folder" in run("reproduce", "--help").output
+
+
+def test_absurd_crossbar_sizes_are_refused_before_any_work(run, weights):
+    out = run("map", "--weights", weights, "--n", 2, "--xbar", 100000)
+    assert out.exit_code == 2, out.output
+    assert "size 100000 is too large: the circuit solve of one 100000x100000 tile needs" in out.output
+    assert "allowed sizes: 1..4729" in out.output
+    out = run("nf", "--xbar", "16,100000", "--tiles", 1)
+    assert out.exit_code == 2 and "size 100000 is too large" in out.output and out.stdout == ""
+
+
+def test_non_finite_logits_end_with_an_error_not_an_accuracy(run, weights, tmp_path):
+    import numpy as np
+
+    from nxbar.weights import load_weights
+
+    params, meta = load_weights(weights)
+    stem = tmp_path / "vgg8_huge"
+    save_weights(stem, {k: v * np.float32(1e38) if k.endswith(".weight") else v for k, v in params.items()},
+                 {k: v for k, v in meta.items() if k not in ("format", "format_version", "arrays", "npz_sha256",
+                                                             "nxbar_version")})
+    with np.errstate(all="ignore"):
+        out = run("accuracy", "--weights", stem, "--n", 4)
+    assert out.exit_code == 2, out.output
+    assert "4 of 4 images gave non-finite logits (NaN or inf)" in out.output and "clean accuracy" not in out.output
+
+
+@pytest.mark.parametrize(
+    "args, stops, hint",
+    [
+        (["accuracy", "--n", 2], "nxbar.models.vgg.VGG.predict", "nothing was kept; run the command again"),
+        (["threats", "--n", 2, "--json", "{tmp}/t.json"], "nxbar.threats.threat_report",
+         "the attackers finished so far are kept in {tmp}/t.json.partial; run the same command again (same options) "
+         "to resume from them"),
+    ],
+)
+def test_ctrl_c_exits_130_with_what_to_do(run, weights, tmp_path, monkeypatch, args, stops, hint):
+    def ctrl_c(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(stops, ctrl_c)
+    out = run(*(str(a).format(tmp=tmp_path) for a in args), "--weights", weights)
+    assert out.exit_code == 130, out.output
+    assert out.stderr.endswith(f"\ninterrupted: {hint.format(tmp=tmp_path)}\n") and "Aborted!" not in out.output
+
+
+def test_ctrl_c_on_a_real_process_exits_130_and_says_how_to_resume(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import time
+    from pathlib import Path
+
+    out = tmp_path / "results"
+    command = [sys.executable, str(Path(__file__).resolve().parents[1] / "cli.py"), "reproduce", "table2", "--quick",
+               "--n", "2", "--out", str(out)]
+    env = {**os.environ, "NXBAR_CACHE_DIR": str(tmp_path / "cache")}
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
+    try:
+        started, deadline = "", time.monotonic() + 60
+        while not started.startswith("table2: computing") and time.monotonic() < deadline:
+            started = proc.stderr.readline() or "(the process ended)"
+            if started == "(the process ended)":
+                break
+        assert started == f"table2: computing the cells not yet stored in {out}\n"
+        proc.send_signal(signal.SIGINT)  # what Ctrl-C in a terminal sends
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, stderr
+    assert stderr.endswith(f"\ninterrupted: the finished cells are stored in {out}; run the same command again to "
+                           f"resume from them\n")
+    assert "Aborted!" not in stderr and "Traceback" not in stderr and stdout == ""

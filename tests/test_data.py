@@ -14,7 +14,8 @@ import pytest
 from PIL import Image
 
 from nxbar import data
-from nxbar.data import Dataset, embedded_path, load_cifar, load_dataset, load_image_folder, load_tiny_imagenet
+from nxbar.data import (Dataset, embedded_path, load_cifar, load_dataset, load_image_folder, load_tiny_imagenet,
+                        match_classes)
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 CIFAR_SUBSET = SHARED / "cifar-10-subset-python.tar.gz"
@@ -447,3 +448,82 @@ def test_dataset_validation():
         Dataset(images, labels, ("a",), "src")
     with pytest.raises(ValueError, match="unique"):
         Dataset(images, labels, ("a", "a"), "src")
+
+
+# ---------------------------------------------------------------------------------------------- pixel formats
+
+GRAY16 = np.array([[0, 128, 129, 32768], [32896, 65279, 65535, 257]], dtype=np.uint16)
+GRAY16_AS_8BIT = [[0, 0, 1, 128], [128, 254, 255, 1]]  # round(v * 255 / 65535)
+
+
+def image_bytes(image: Image.Image, fmt: str = "PNG", **options) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, format=fmt, **options)
+    return buf.getvalue()
+
+
+def test_16bit_grayscale_images_are_scaled_to_8bit(tmp_path):
+    big_endian = Image.frombytes("I;16B", (4, 2), GRAY16.astype(">u2").tobytes())
+    write_tree(tmp_path, {"png/a.png": image_bytes(Image.fromarray(GRAY16)),
+                          "tiff/a.tif": image_bytes(big_endian, "TIFF"),
+                          "pgm/a.pgm": image_bytes(Image.fromarray(GRAY16), "PPM")})
+    modes = [Image.open(tmp_path / name).mode for name in ("png/a.png", "tiff/a.tif", "pgm/a.pgm")]
+    assert modes == ["I;16", "I;16B", "I"]  # how Pillow reads them
+    ds = load_image_folder(tmp_path)
+    assert ds.class_names == ("pgm", "png", "tiff")
+    for image in ds.images:
+        assert image.tolist() == [[[v] * 3 for v in row] for row in GRAY16_AS_8BIT]
+
+
+def test_integer_pixels_beyond_16_bits_and_float_pixels_refused(tmp_path):
+    write_tree(tmp_path / "i", {"c/a.tif": image_bytes(Image.fromarray(np.array([[0, 70000]], np.int32)), "TIFF")})
+    with pytest.raises(ValueError, match=r"c/a\.tif: integer pixels \(Pillow mode I\) range over \[0, 70000\]; "
+                                         r"only 16-bit grayscale values 0\.\.65535"):
+        load_image_folder(tmp_path / "i")
+    write_tree(tmp_path / "f", {"c/a.tif": image_bytes(Image.fromarray(np.array([[0, 0.5]], np.float32)), "TIFF")})
+    with pytest.raises(ValueError, match=r"c/a\.tif: floating-point pixels \(Pillow mode F\) are not allowed; "
+                                         "allowed: 8-bit images and 16-bit grayscale"):
+        load_image_folder(tmp_path / "f")
+
+
+def test_transparency_is_refused_unless_every_pixel_is_opaque(tmp_path):
+    def load(name, image, **options):
+        write_tree(tmp_path / name, {f"c/{name}.png": image_bytes(image, **options)})
+        return load_image_folder(tmp_path / name).images[0].tolist()
+
+    rgba = np.array([[[10, 20, 30, 255], [40, 50, 60, 255]]], np.uint8)
+    la = np.array([[[7, 255], [200, 255]]], np.uint8)
+    palette = Image.fromarray(np.array([[0, 1]], np.uint8), "P")
+    palette.putpalette([10, 20, 30, 40, 50, 60, 70, 80, 90])
+    assert load("rgba", Image.fromarray(rgba)) == [[[10, 20, 30], [40, 50, 60]]]
+    assert load("la", Image.fromarray(la, "LA")) == [[[7, 7, 7], [200, 200, 200]]]
+    assert load("p_unused", palette, transparency=2) == [[[10, 20, 30], [40, 50, 60]]]  # no pixel uses entry 2
+    rgba[0, 1, 3], la[0, 0, 1] = 254, 0
+    refused = [("rgba", Image.fromarray(rgba), {}), ("la", Image.fromarray(la, "LA"), {}),
+               ("p", palette, {"transparency": 1}),
+               ("rgb_key", Image.fromarray(rgba[..., :3]), {"transparency": (10, 20, 30)}),
+               ("gray16_key", Image.fromarray(GRAY16), {"transparency": 257})]
+    for name, image, options in refused:
+        mode = Image.open(io.BytesIO(image_bytes(image, **options))).mode
+        message = (rf"{name}_bad/c/{name}_bad\.png: 1 of \d pixels are not fully opaque \(Pillow mode {mode}\); "
+                   "only opaque images are allowed")
+        with pytest.raises(ValueError, match=message):
+            load(f"{name}_bad", image, **options)
+
+
+# ---------------------------------------------------------------------------------------------- class order
+
+
+def test_match_classes_relabels_the_same_names_and_refuses_others(tmp_path):
+    files, expected = image_folder_files(np.random.default_rng(20))
+    write_tree(tmp_path, files)
+    ds = load_image_folder(tmp_path)  # classes ant, cat: labels 0, 1, 1
+    assert match_classes(ds, ["ant", "cat"]) is ds
+    relabelled = match_classes(ds, ["cat", "ant"])
+    assert relabelled.class_names == ("cat", "ant") and relabelled.labels.tolist() == [1, 0, 0]
+    assert np.array_equal(relabelled.images, expected)
+    assert relabelled.source.endswith(", relabelled to the model's class order")
+    with pytest.raises(ValueError, match="are not the model's: only in the data set: ant; only in the model: dog, eel"):
+        match_classes(ds, ["cat", "dog", "eel"])
+    with pytest.raises(ValueError, match="only in the data set: none; only in the model: c0, c1, .*, c9 and 2 more$"):
+        match_classes(ds, ["ant", "cat", *(f"c{i}" for i in range(12))])

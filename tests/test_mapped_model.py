@@ -136,10 +136,12 @@ def test_cache_key_bypass_and_clear(tmp_path, monkeypatch):
 
     (tmp_path / "unrelated.npz").write_bytes(b"not ours")
     adv = disk_cache.save("k", {"x_adv": np.zeros(3)}, {}, kind="adversarial")
-    assert adv.name == "adversarial-k.npz" and disk_cache.load("k", kind="adversarial")[0]["x_adv"].shape == (3,)
-    assert disk_cache.load("k") is None  # another kind
+    x_adv = {"x_adv": ((3,), np.float64)}
+    assert adv.name == "adversarial-k.npz"
+    assert disk_cache.load("k", kind="adversarial", expect=x_adv)[0]["x_adv"].shape == (3,)
+    assert disk_cache.load("k", expect=x_adv) is None  # another kind
     with pytest.raises(ValueError, match="cache kind 'weights' unknown; allowed: mapped, adversarial"):
-        disk_cache.load("k", kind="weights")
+        disk_cache.load("k", kind="weights", expect=x_adv)
     removed = disk_cache.clear_cache()
     assert len(removed) == 6 and all(p.name.startswith(("mapped-", "adversarial-")) and not p.exists() for p in removed)
     assert [p.name for p in tmp_path.iterdir()] == ["unrelated.npz"] and disk_cache.clear_cache() == []

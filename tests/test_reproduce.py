@@ -462,8 +462,9 @@ def test_cells_shared_between_experiments_are_copied_not_recomputed(tmp_path, vg
     from nxbar import cache as disk_cache
 
     key = entries[0].split("-", 1)[1].removesuffix(".json")
-    assert np.array_equal(disk_cache.load(key, tmp_path / "c", "adversarial")[0]["x_adv"],
-                          disk_cache.load(key, tmp_path / "d", "adversarial")[0]["x_adv"])
+    x_adv = {"x_adv": ((2, 32, 32, 3), np.float32)}
+    assert np.array_equal(disk_cache.load(key, tmp_path / "c", "adversarial", expect=x_adv)[0]["x_adv"],
+                          disk_cache.load(key, tmp_path / "d", "adversarial", expect=x_adv)[0]["x_adv"])
     # what the entry depends on, besides the images and labels hashed into its key
     fields = json.loads((tmp_path / "c" / entries[0]).read_text())
     assert fields["weights_sha256"] == [file_sha256(str(vgg8_weights) + s) for s in (".npz", ".json")]
@@ -527,3 +528,97 @@ def test_report_shows_the_stored_main_command(tmp_path):
             "images of embedded; wall time 714 s (mapping 12 s, attacks and evaluation 700 s), nxbar 0.1.0.") in text
     assert "| SW | 8/255 (pixel) | 90.00 | 1.00 | 89.00 |\n| HH | 8/255 (pixel) | 90.00 | 30.50 | 59.50 |" in text
     assert "| HH | 0.03 (pixel) | 90.00 | 31.00 | 59.00 |" in text  # not a whole number of 1/255 steps
+
+
+def _stub_run(tmp_path, weights, monkeypatch):
+    """A table1 quick run on 2 images whose cells get made-up results, so that only its CSV and json handling
+    runs: (run(), the modes of the cells computed so far)."""
+    computed = []
+
+    def compute(self, cell):
+        computed.append(cell.mode)
+        return {"n": 2, "clean_correct": 1, "CA": 50.0, "adv_correct": 0, "AA": 0.0, "AL": 50.0}
+
+    monkeypatch.setattr(rp._Runner, "compute", compute)
+    return (lambda: rp.run("table1", quick=True, n=2, out=tmp_path, weights={"vgg8": weights}, base_physics=IDEAL,
+                           cache_dir=tmp_path / "cache")), computed
+
+
+def test_a_torn_last_csv_row_is_dropped_and_computed_again(tmp_path, vgg8_weights, monkeypatch):
+    """A run killed while appending a row leaves it cut short; the next run drops it (with a warning naming the
+    file and the text) and computes that cell again, instead of appending to it."""
+    import re
+
+    run, computed = _stub_run(tmp_path, vgg8_weights, monkeypatch)
+    path = run()
+    whole = path.read_bytes()
+    lines = whole.splitlines(keepends=True)
+    assert computed == ["SW", "SH", "HH"] and len(lines) == 4
+    for torn in (whole[:-9], whole[:-9] + lines[-1]):  # cut inside the HH row; then a row appended to the cut one
+        path.write_bytes(torn)
+        computed.clear()
+        with pytest.warns(UserWarning, match=re.escape(f"{path}: dropped its last row")) as caught:
+            run()
+        assert repr(torn[len(b"".join(lines[:-1])):].decode()) in str(caught[0].message)
+        assert computed == ["HH"] and path.read_bytes() == whole
+    path.write_bytes(lines[0])  # a run stopped after the header, before its first row
+    computed.clear()
+    run()
+    assert computed == ["SW", "SH", "HH"] and path.read_bytes() == whole
+
+
+def test_the_run_record_is_replaced_whole_and_a_torn_one_is_named(tmp_path, vgg8_weights, monkeypatch):
+    import os
+    import re
+
+    run, computed = _stub_run(tmp_path, vgg8_weights, monkeypatch)
+    path = run()
+    record = path.with_suffix(".json")
+    before = record.read_bytes()
+    path.write_bytes(b"".join(path.read_bytes().splitlines(keepends=True)[:-1]))  # one cell left to compute
+
+    def full_disk(fd):
+        raise OSError(28, "No space left on device")
+
+    with monkeypatch.context() as m:
+        m.setattr(os, "fsync", full_disk)
+        with pytest.raises(OSError, match="No space left on device"):
+            run()
+    assert record.read_bytes() == before  # the old record, whole; no temporary file left beside it
+    assert {p.name for p in tmp_path.iterdir()} - {"table1_quick.png"} == {"table1_quick.csv", "table1_quick.json"}
+    record.write_bytes(before[:len(before) // 2])  # a torn record, as a plain rewrite cut short leaves it
+    with pytest.raises(ValueError, match=rf"^{re.escape(str(record))} cannot be read \(.+\); delete it to start a "
+                                         "fresh record"):
+        run()
+    record.unlink()
+    computed.clear()
+    run()
+    assert computed == ["HH"] and json.loads(record.read_text())["computed_this_run"] == 1
+
+
+def test_a_stored_pgd_entry_of_other_arrays_is_made_again(tmp_path, vgg8_weights):
+    from nxbar.data import load_dataset
+
+    ds = load_dataset("embedded")
+    cell = next(c for c in rp.experiment_cells("fig8a", quick=True) if c.mode == "SH")
+    assert cell.attack.attack == "pgd"
+    made = []
+
+    def make():
+        made.append(np.full((2, 32, 32, 3), len(made), np.float32))
+        return made[-1]
+
+    runner = rp._Runner(ds.images[:2], ds.labels[:2], {"vgg8": vgg8_weights}, IDEAL, tmp_path)
+
+    def stored():  # stored_pgd memoises nothing: every call reads the disk cache
+        return runner.stored_pgd(cell, make)
+
+    assert stored() is made[0]
+    (npz,) = tmp_path.glob("adversarial-*.npz")
+    x = made[0]
+    for i, damage in enumerate((lambda: npz.write_bytes(b""), lambda: np.savez(npz, x_adv=x.astype(np.float64)),
+                                lambda: np.savez(npz, x_adv=x[:1]), lambda: np.savez(npz, x=x))):
+        hit = stored()  # the entry stored last: read, not made
+        assert len(made) == i + 1 and hit.dtype == np.float32 and np.array_equal(hit, made[-1])
+        damage()
+        assert stored() is made[-1] and len(made) == i + 2  # made again (and stored again)

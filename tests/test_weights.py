@@ -119,6 +119,29 @@ def test_bad_normalization(saved):
     expect(saved, "std must be > 0")
 
 
+@pytest.mark.parametrize("changes, message", [
+    ({"bn_eps": True}, "bn_eps must be a finite number > 0, got True"),
+    ({"bn_eps": float("inf")}, "bn_eps must be a finite number > 0, got inf"),
+    ({"num_classes": True}, "num_classes must be an integer, got True"),
+    ({"input_size": True}, "input_size must be an integer, got True"),
+    ({"input_size": 32.0}, "input_size must be an integer, got 32.0"),
+    ({"normalization": {"mean": [0.5, True, 0.5], "std": [0.25] * 3}},
+     "normalization mean must be a list of 3 numbers, got [0.5, True, 0.5]"),
+    ({"normalization": {"mean": [0.5] * 3, "std": [0.25, 0.25, True]}},
+     "normalization std must be a list of 3 numbers, got [0.25, 0.25, True]"),
+    ({"format_version": True}, "format_version True not supported; this nxbar reads 1"),
+], ids=["bn_eps-bool", "bn_eps-inf", "num_classes-bool", "input_size-bool", "input_size-float", "mean-bool",
+        "std-bool", "format_version-bool"])
+def test_bools_are_not_numbers(saved, changes, message):
+    rewrite_json(saved, **changes)  # json writes True as true
+    expect(saved, "vgg8_cifar10.json", message)
+
+
+def test_class_names_must_be_unique(saved):
+    rewrite_json(saved, class_names=["c0", "c1", "c2", "c1", *(f"c{i}" for i in range(4, 9)), "c0"])
+    expect(saved, "vgg8_cifar10.json", "class_names must be unique, got 'c0', 'c1' twice or more")
+
+
 def test_missing_array(saved, params):
     arrays = dict(params)
     del arrays["conv3.weight"]

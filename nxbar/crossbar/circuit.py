@@ -23,6 +23,7 @@ Three methods, all exact, agreeing to ~1e-12 relative:
 
 from __future__ import annotations
 
+import math
 import numbers
 
 import numpy as np
@@ -31,6 +32,22 @@ import scipy.sparse.linalg
 from numba import njit, prange
 
 METHODS = ("auto", "dense", "sparse", "fast")
+TILE_SOLVE_LIMIT_BYTES = 2**30  # the largest tile solve allowed (CrossbarConfig refuses larger sizes): 1 GiB
+
+
+def tile_solve_bytes(size: int) -> int:
+    """Memory (bytes) that the "fast" solve of one size x size tile allocates, float64 throughout:
+    the checked copy of the tile G and its transfer matrix T (size^2 each), the row port K (size^2), the
+    work array W = [F | E | Y] (size x 3 size) and four vectors of `size` (beta and the ladder terms left,
+    right, div):
+        8 (6 size^2 + 4 size) bytes,
+    e.g. 194 KiB at 64, 772 KiB at 128, 1 GiB at 4,729. A mapped layer holds at least two such tiles (one
+    per polarity) and every thread of the parallel solve its own K and W, so this is a lower bound."""
+    return 8 * (6 * size * size + 4 * size)
+
+
+# the largest size whose tile_solve_bytes is within TILE_SOLVE_LIMIT_BYTES (root of 48 n^2 + 32 n = limit)
+MAX_TILE_SIZE = (math.isqrt(4 + 6 * (TILE_SOLVE_LIMIT_BYTES // 8)) - 2) // 6
 
 
 # ----------------------------------------------------------------------------------------------

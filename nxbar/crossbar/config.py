@@ -7,6 +7,8 @@ import math
 import numbers
 from dataclasses import dataclass
 
+from nxbar.crossbar.circuit import MAX_TILE_SIZE, TILE_SOLVE_LIMIT_BYTES, tile_solve_bytes
+
 PARASITIC_FIELDS = ("r_source_ohm", "r_sink_ohm", "r_wire_row_ohm", "r_wire_col_ohm")
 MAX_BITS = 16
 
@@ -15,7 +17,8 @@ MAX_BITS = 16
 class CrossbarConfig:
     """Physical parameters of the crossbars a network is mapped onto (SPEC section 3 defaults).
 
-    size            rows = columns of one tile (inputs x outputs)
+    size            rows = columns of one tile (inputs x outputs); at most MAX_TILE_SIZE, whose circuit solve
+                    fits TILE_SOLVE_LIMIT_BYTES (`nxbar.crossbar.circuit.tile_solve_bytes`)
     r_on_ohm        resistance of a fully ON device;  G_max = 1 / r_on_ohm  (siemens)
     r_off_ohm       resistance of a fully OFF device; G_min = 1 / r_off_ohm (siemens), r_off_ohm > r_on_ohm
     r_source_ohm    series resistance of each row driver
@@ -47,6 +50,12 @@ class CrossbarConfig:
 
     def __post_init__(self):
         _check_int("size", self.size, 1)
+        need, limit = tile_solve_bytes(self.size), TILE_SOLVE_LIMIT_BYTES
+        if need > limit:
+            raise ValueError(
+                f"size {self.size} is too large: the circuit solve of one {self.size}x{self.size} tile needs "
+                f"8 (6 n^2 + 4 n) = {need:,} bytes ({need / 2**30:.3g} GiB), over the limit of {limit:,} bytes "
+                f"({limit / 2**30:.3g} GiB); allowed sizes: 1..{MAX_TILE_SIZE}")
         _check_float("r_on_ohm", self.r_on_ohm, "a finite number > 0", lambda v: v > 0)
         _check_float(
             "r_off_ohm", self.r_off_ohm, f"a finite number > r_on_ohm = {self.r_on_ohm!r}", lambda v: v > self.r_on_ohm

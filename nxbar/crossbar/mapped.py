@@ -128,7 +128,8 @@ def map_model(
 
     The i-th name of `model.mvm_names` is layer_index i (and config.layer_bits[i] its precision). With `cache` (default) the effective
     weights and report are loaded from / stored in the disk cache (nxbar.cache; `cache_dir`
-    overrides its directory). `progress(layer_name, layer_index, n_layers)` is called once per
+    overrides its directory); an entry that is damaged, or does not hold every layer's W' with W's
+    shape and dtype and its report, is mapped again and replaced. `progress(layer_name, layer_index, n_layers)` is called once per
     layer, after it is mapped (on a cache hit: for every layer, after loading).
     """
     if not isinstance(config, CrossbarConfig):
@@ -139,7 +140,9 @@ def map_model(
                          f"MVM layers ({', '.join(names)}); give one entry per layer")
     weights = {name: model.params[name] for name in names}
     key = disk_cache.mapping_key(weights, config.as_dict())
-    hit = disk_cache.load(key, cache_dir) if cache else None
+    expect = {name: (w.shape, w.dtype) for name, w in weights.items()}
+    hit = (disk_cache.load(key, cache_dir, expect=expect, report_ok=lambda r: _reports_layers(r, names))
+           if cache else None)
     mapped, report = hit if hit is not None else ({}, [])
     for i, name in enumerate(names):
         if hit is None:
@@ -150,6 +153,12 @@ def map_model(
     if cache and hit is None:
         disk_cache.save(key, mapped, report, cache_dir)
     return MappedModel(model, model.with_params(mapped), config, report, cached=hit is not None)
+
+
+def _reports_layers(report: object, names: tuple[str, ...]) -> bool:
+    """Whether a stored mapping report is a list of one dict per layer, named as `names` in that order."""
+    return (isinstance(report, list) and len(report) == len(names)
+            and all(isinstance(r, dict) and r.get("name") == name for r, name in zip(report, names)))
 
 
 def random_tile_nf(config: CrossbarConfig, n_tiles: int = 16, seed: int = 0, n_inputs: int = 64) -> float:

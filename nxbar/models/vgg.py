@@ -217,11 +217,20 @@ class VGG:
         return {name: np.concatenate([c[name] for c in chunks]) for name in names}
 
     def predict(self, x, batch_size: int = 256) -> np.ndarray:
-        """Predicted labels (int64), evaluating `batch_size` images at a time."""
+        """Predicted labels (int64), evaluating `batch_size` images at a time. Logits that are not finite
+        (NaN or inf: overflowing weights or inputs) predict nothing, so they are refused, not counted."""
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
         x = np.asarray(x)
-        out = [self.forward(x[i:i + batch_size]).argmax(axis=1) for i in range(0, len(x), batch_size)]
+        out, non_finite = [], 0
+        for i in range(0, len(x), batch_size):
+            logits = self.forward(x[i:i + batch_size])
+            non_finite += int(np.count_nonzero(~np.isfinite(logits).all(axis=1)))
+            out.append(logits.argmax(axis=1))
+        if non_finite:
+            raise ValueError(f"{non_finite} of {len(x)} images gave non-finite logits (NaN or inf), so no class "
+                             f"can be predicted; the likely cause is the weights (too large, or not finite) or "
+                             f"the inputs (not finite)")
         return np.concatenate(out).astype(np.int64) if out else np.zeros(0, dtype=np.int64)
 
     def _loss_and_grads(self, x, y, grads: dict | None):

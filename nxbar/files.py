@@ -1,0 +1,66 @@
+"""Files that a crash (a killed run, a full disk, a power cut) leaves usable.
+
+A file that is rewritten whole (a cache entry, a run's json record, a partial report) is written to a temporary
+file in the same folder, flushed to disk and renamed over the old one: a reader sees the old file or the new one,
+never half of one. A CSV that grows by appended rows can still be cut inside its last row; `drop_torn_row` cuts
+it back to its last complete row.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import secrets
+from collections.abc import Callable
+from pathlib import Path
+from typing import BinaryIO
+
+
+def atomic_write(path: str | Path, write_fn: Callable[[BinaryIO], object]) -> None:
+    """Replace `path` by what write_fn(binary file) writes, all at once.
+
+    The data goes to a new temporary file next to `path`, is synced to disk, and only then renamed to `path`; if
+    anything fails on the way the temporary file is removed and `path` is left as it was.
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")  # a unique name: concurrent writers never meet
+    try:
+        with open(tmp, "xb") as f:  # a plain new file, so it gets the usual permissions
+            write_fn(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Replace `path` by `text` (UTF-8), all at once (see `atomic_write`)."""
+    atomic_write(path, lambda f: f.write(text.encode("utf-8")))
+
+
+def drop_torn_row(path: str | Path) -> str | None:
+    """Cut the CSV file `path` back to the end of its last complete line when its last row is torn; return the
+    dropped text, or None when the file ends with a complete row (or is empty).
+
+    A row is appended with its line end in one write, so a last line without a line end, or with another number
+    of fields than the header, is one that a stopped run left unfinished (or one that was appended to such a
+    line). A file whose only line is a torn header is emptied.
+    """
+    path = Path(path)
+    data = path.read_bytes()
+    if not data:
+        return None
+    start = data.rfind(b"\n", 0, len(data) - 1) + 1  # where the last line begins
+    last = data[start:]
+    if last.endswith(b"\n") and (start == 0 or _n_fields(last) == _n_fields(data[:data.index(b"\n")])):
+        return None
+    with open(path, "r+b") as f:
+        f.truncate(start)
+    return last.decode("utf-8", "replace")
+
+
+def _n_fields(line: bytes) -> int:
+    """Number of fields of one CSV line."""
+    return len(next(csv.reader([line.decode("utf-8", "replace")])))
