@@ -170,7 +170,8 @@ def _load_data(data: str, split: str, n: int | None, model):
 
 
 MODEL = click.option("--model", default="vgg8", show_default=True, type=click.Choice(["vgg8", "vgg16", "vgg8q", "vgg16q"]),
-                     help="vgg8q/vgg16q: the QUANOS hybrid-precision networks (per-layer weight bits, SPEC 6).")
+                     help="vgg8q/vgg16q: the QUANOS hybrid-precision networks (per-layer weight bits, "
+                          "docs/protocol.md section 6.2).")
 DATASET = click.option("--dataset", default="cifar10", show_default=True, help="Data set the weights were trained on.")
 WEIGHTS = click.option("--weights", default=None, help="Weight file (stem, .npz or .json) instead of the shipped one.")
 DATA = click.option(
@@ -210,7 +211,7 @@ def info():
     from nxbar.weights import shipped_weights_dir
 
     click.echo(f"nxbar {nxbar.__version__} (numpy {np.__version__})")
-    click.echo("\nModels (SPEC section 2):")
+    click.echo("\nModels (docs/protocol.md section 2):")
     for arch, table in ARCHITECTURES.items():
         n = sum(int(np.prod(s)) for s in param_shapes(arch, 10, 32).values())
         feats = " ".join(str(c) for c in table["features"])
@@ -264,7 +265,7 @@ def _sizes(text: str) -> list[int]:
 
 
 def physics_options(command):
-    """The crossbar's physical parameters (SPEC section 3) as options; defaults from CrossbarConfig."""
+    """The crossbar's physical parameters (docs/protocol.md section 3) as options; defaults from CrossbarConfig."""
     from nxbar.crossbar.config import CrossbarConfig
 
     d = CrossbarConfig()
@@ -358,7 +359,7 @@ def map_command(model, dataset, weights, data, split, n, size, no_cache, batch_s
 @click.option("--tiles", "n_tiles", type=click.IntRange(min=1), default=64, show_default=True, help="Random tiles per size.")
 @_fail_cleanly
 def nf(sizes, n_tiles, **physics):
-    """Non-ideality factor of random tiles (G uniform in [G_min, G_max]) for each crossbar size (SPEC 3)."""
+    """Non-ideality factor (docs/protocol.md section 3) of random tiles, G uniform in [G_min, G_max], per crossbar size."""
     from nxbar.crossbar.mapped import random_tile_nf
 
     configs = [_config(size, dict(physics)) for size in _sizes(sizes)]  # every size checked before any solve
@@ -396,13 +397,41 @@ def spice(size, output, **physics):
 
 @main.command()
 @click.argument("assignment", type=int)
-@click.argument("student_file", type=click.Path(dir_okay=False))
+@click.argument("student_files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--seed", type=int, default=None,
+              help="Seed of the hidden inputs, to grade on the same inputs again [default: a fresh one per file, "
+                   "shown after grading].")
+@click.option("--timeout", "timeout_s", type=float, default=60.0, show_default=True,
+              help="Seconds (wall clock and CPU) one file may run.")
+@click.option("--memory", "memory_mib", type=int, default=4096, show_default=True, help="MiB one file may use.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,
+              help="Write every student's score, max and message per test here.")
+@click.option("--csv", "csv_path", type=click.Path(dir_okay=False), default=None,
+              help="Write one row per student (points per test) here, for a gradebook.")
+@click.option("--gradescope", "gradescope_path", type=click.Path(dir_okay=False), default=None,
+              help="Write Gradescope's autograder results.json here (one STUDENT_FILE only).")
 @_fail_cleanly
-def grade(assignment, student_file):
-    """Grade STUDENT_FILE for course assignment 1 (layers), 2 (crossbar) or 3 (attacks); see docs/assignments."""
-    from nxbar.grading import grade as run_grader
+def grade(assignment, student_files, seed, timeout_s, memory_mib, json_path, csv_path, gradescope_path):
+    """Grade STUDENT_FILES for course assignment 1 (layers), 2 (crossbar) or 3 (attacks); see docs/assignments.
 
-    click.echo(run_grader(assignment, student_file).table())
+    Each file runs in a child process of its own, under limits, on hidden inputs drawn afresh. Exit status 0
+    when every file earns full marks, 1 when any loses marks, 2 on a usage error."""
+    from nxbar.files import atomic_write_text
+    from nxbar.grading import Limits, grade_many
+    from nxbar.grading.formats import to_csv, to_gradescope, to_json
+
+    if gradescope_path and len(student_files) != 1:
+        raise ValueError(f"--gradescope writes the results of one submission, got {len(student_files)} STUDENT_FILES")
+    outputs = {_output_path(p, option): fmt for p, option, fmt in (
+        (json_path, "--json", to_json), (csv_path, "--csv", to_csv),
+        (gradescope_path, "--gradescope", lambda reports: to_gradescope(reports[0]))) if p}
+    reports = grade_many(assignment, student_files, seed=seed,
+                         limits=Limits(timeout_s=timeout_s, memory_mib=memory_mib))
+    click.echo("\n\n".join(r.table() for r in reports))
+    for path, fmt in outputs.items():
+        atomic_write_text(path, fmt(reports))
+    if any(r.score < r.max_score for r in reports):
+        raise click.exceptions.Exit(1)
 
 
 @main.command()
@@ -414,7 +443,7 @@ def grade(assignment, student_file):
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None)
 @_fail_cleanly
 def ans(model, dataset, weights, data, split, n, attack, eps_text, widths, json_path):
-    """Adversarial Noise Sensitivity per layer and the QUANOS bit widths it implies (SPEC 6)."""
+    """Adversarial Noise Sensitivity per layer and the QUANOS bit widths it implies (docs/protocol.md section 6.2)."""
     import json
 
     from nxbar.attacks import parse_fraction
@@ -559,7 +588,8 @@ def cache_clear():
 @click.option("--attack-seed", type=int, default=0, show_default=True, help="Seed of PGD's random start.")
 @click.option("--modes", default="sw,sh,hh", show_default=True, help="Any of sw, sh, hh, comma-separated.")
 @click.option("--input-bits", type=int, default=None,
-              help="Input pixel discretization to 2^B levels in front of every model (SPEC 6; straight-through gradient).")
+              help="Input pixel discretization to 2^B levels in front of every model (docs/protocol.md section 6.1; "
+                   "straight-through gradient).")
 @click.option("--no-cache", is_flag=True, help="Solve the crossbars again even if this mapping is cached.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=200, show_default=True)
 @click.option("--sanity-images", type=click.IntRange(min=0), default=0, show_default=True,
@@ -574,7 +604,7 @@ def cache_clear():
 def evaluate(model, dataset, weights, data, split, n, size, attack, eps_text, eps_space, steps, alpha_text,
              no_random_start, attack_seed, modes, input_bits, no_cache, batch_size, sanity_images, queries,
              json_path, **physics):
-    """Attack in the SW, SH and HH modes and print CA, AA and AL (SPEC sections 5 and 7)."""
+    """Attack in the SW, SH and HH modes and print CA, AA and AL (docs/protocol.md sections 5 and 7)."""
     import json
 
     from nxbar.attacks import eps_label, parse_fraction

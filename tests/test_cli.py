@@ -168,7 +168,7 @@ def test_grade_command(run):
 
     skeleton = Path(__file__).resolve().parents[1] / "docs" / "assignments" / "skeletons" / "assignment1_layers.py"
     out = run("grade", 1, skeleton)
-    assert out.exit_code == 0, out.output
+    assert out.exit_code == 1, out.output  # a submission that loses marks
     assert "score 0/" in out.output and "NotImplementedError" in out.output
     bad = run("grade", 4, skeleton)
     assert bad.exit_code == 2 and "4" in bad.output

@@ -1,4 +1,5 @@
 """Assignment 1: layers (docs/assignments/assignment1_layers.md). Fill in every TODO; use NumPy only.
+A file that imports nxbar (or torch, tensorflow, jax) scores 0 on the cases that run that code.
 
 Activations are NHWC, shape (N, H, W, C). Every function must return arrays of its input's dtype.
 Grade with:  nxbar grade 1 assignment1_layers.py
@@ -21,7 +22,8 @@ def conv3x3_forward(x, w_mat):
 
 
 def conv3x3_backward(dout, cache):
-    """Return (dx, dw): dx (N, H, W, C_in); dw (C_out, C_in, 3, 3), dw[o, c, ky, kx] = dL/dw_mat[(ky*3+kx)*C_in + c, o]."""
+    """Return (dx, dw): dx (N, H, W, C_in); dw (C_out, C_in, 3, 3), dw[o, c, ky, kx] = dL/dw_mat[(ky*3+kx)*C_in + c, o]
+    (the rows of dw_mat are in (ky, kx, c_in) order: reshape to (3, 3, C_in, C_out) before transposing)."""
     raise NotImplementedError("TODO: conv3x3_backward")
 
 

@@ -1,4 +1,5 @@
 """Assignment 2: crossbar (docs/assignments/assignment2_crossbar.md). Fill in every TODO; NumPy only.
+A file that imports nxbar (or torch, tensorflow, jax) scores 0 on the cases that run that code.
 
 Units: siemens, ohm, volt, ampere. Every resistance is > 0. Node order of the unknowns x (length 2RC):
 x[i*C + j] = v_r(i, j) (row nodes, row-major), x[R*C + i*C + j] = v_c(i, j) (column nodes, row-major).
@@ -9,7 +10,10 @@ import numpy as np
 
 
 def nodal_system(G, v, r_source_ohm, r_sink_ohm, r_wire_row_ohm, r_wire_col_ohm):
-    """KCL at every node of the tile G (R, C) driven by v (R,) volts: return (A (2RC, 2RC), b (2RC,)), A x = b."""
+    """KCL at every node of the tile G (R, C) driven by v (R,) volts: return (A (2RC, 2RC), b (2RC,)), A x = b.
+
+    A[p, p] = + the sum of the conductances at node p (the sink's 1/r_sink_ohm too, at the bottom column nodes),
+    A[p, q] = - the conductance joining p and q; b[r(i, 0)] = + v[i] / r_source_ohm, 0 elsewhere."""
     raise NotImplementedError("TODO: nodal_system")
 
 

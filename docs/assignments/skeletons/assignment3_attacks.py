@@ -1,4 +1,5 @@
 """Assignment 3: attacks (docs/assignments/assignment3_attacks.md). Fill in every TODO; NumPy only.
+A file that imports nxbar (or torch, tensorflow, jax) scores 0 on the cases that run that code.
 
 `model` is anything with `loss_and_input_grad(x, y) -> (loss, dL/dx)`: an nxbar VGG, a crossbar-mapped
 model, or the grader's small models. Images x are NHWC floats in [0, 1]; keep their dtype.
