@@ -3,7 +3,7 @@
 
 VGG8 with random He-scaled weights (the cost does not depend on the values), 32x32 images, L-infinity PGD with
 eps 8/255, alpha 2/255, random start. Images per second of the whole attack; NumPy and PyTorch runs interleaved,
-best of --repeats. Target of issue 5: NumPy >= 0.7x PyTorch.
+best of --repeats. Target (README, 'Status and measured speed'): NumPy >= 0.7x PyTorch.
 
     python3 -m benchmarks.bench_attack [--batch 128] [--steps 10] [--repeats 3]     (from the repository root)
 """

@@ -1,13 +1,13 @@
 """Speed of the exact tile solve: each method of transfer_matrix against a plain scipy splu baseline.
 
-Per tile, at 16, 32, 64 and 128 (SPEC defaults: random G in [1/200k, 1/20k] S, R_source = R_sink =
-100 ohm, wires 1 ohm): the baseline below (nodal matrix assembled here, independently of nxbar,
+Per tile, at 16, 32, 64 and 128 (the defaults of docs/protocol.md section 3: random G in [1/200k, 1/20k] S,
+R_source = R_sink = 100 ohm, wires 1 ohm): the baseline below (nodal matrix assembled here, independently of nxbar,
 scipy.sparse.linalg.splu with its default options, all R unit inputs as right-hand sides), "dense"
 (where feasible), "sparse", "fast" one tile per call and "fast" batched; every result is checked
 against the baseline.  Then whole-model workloads: every tile of both polarities of VGG8 at 32x32
 and 64x64 and of VGG16 at 16x16, solved in one batched call.
-Targets (issue 4): fast >= 10x the baseline at 64x64, >= 5x at 16x16 and 32x32 batched; VGG8 under
-15 s at 32x32 and 30 s at 64x64, VGG16 at 16x16 under 60 s.  The machine may be shared: the load
+Targets (README, 'Status and measured speed'): fast >= 10x the baseline at 64x64, >= 5x at 16x16 and
+32x32 batched; VGG8 under 15 s at 32x32 and 30 s at 64x64, VGG16 at 16x16 under 60 s.  The machine may be shared: the load
 average is printed with the numbers.
 
     python3 -m benchmarks.bench_circuit [--batch 256] [--no-models]     (from the repository root)
@@ -28,7 +28,7 @@ from nxbar.crossbar import transfer_matrix
 from nxbar.crossbar.tiling import tile_grid
 from nxbar.models.arch import mvm_names, param_shapes
 
-SPEC = dict(r_source_ohm=100.0, r_sink_ohm=100.0, r_wire_row_ohm=1.0, r_wire_col_ohm=1.0)
+PRESET = dict(r_source_ohm=100.0, r_sink_ohm=100.0, r_wire_row_ohm=1.0, r_wire_col_ohm=1.0)
 G_MIN, G_MAX = 1 / 200e3, 1 / 20e3
 
 
@@ -80,15 +80,15 @@ def bench_sizes(batch: int) -> None:
     for n, n_base, n_dense in ((16, 8, 4), (32, 4, 1), (64, 2, 0), (128, 1, 0)):
         n_batch = batch if n <= 64 else max(batch // 16, n_base)  # 128x128 tiles take ~0.1-0.2 s each
         G = rng.uniform(G_MIN, G_MAX, (n_batch, n, n))
-        t_base, T_base = per_tile(lambda g: baseline_splu(g, **SPEC), G[:n_base])
+        t_base, T_base = per_tile(lambda g: baseline_splu(g, **PRESET), G[:n_base])
         times, diffs = {}, []
         for method, k in (("dense", n_dense), ("sparse", n_base), ("fast", n_base)):
             if k:
-                times[method], T = per_tile(lambda g: transfer_matrix(g, **SPEC, method=method), G[:k])
+                times[method], T = per_tile(lambda g: transfer_matrix(g, **PRESET, method=method), G[:k])
                 diffs.append(rel(T, T_base[:k]))
-        transfer_matrix(G[:2], **SPEC)  # warm-up (compiled code loaded)
+        transfer_matrix(G[:2], **PRESET)  # warm-up (compiled code loaded)
         t0 = time.perf_counter()
-        T = transfer_matrix(G, **SPEC)
+        T = transfer_matrix(G, **PRESET)
         t_batch = (time.perf_counter() - t0) / len(G)
         diffs.append(rel(T[:n_base], T_base))
         ms = lambda t: f"{t * 1e3:9.3f}ms"  # noqa: E731
@@ -115,7 +115,7 @@ def bench_models() -> None:
         n = model_tiles(arch, size)
         G = np.random.default_rng(1).uniform(G_MIN, G_MAX, (n, size, size))
         t0, c0 = time.perf_counter(), time.process_time()
-        transfer_matrix(G, **SPEC)
+        transfer_matrix(G, **PRESET)
         dt, cpu = time.perf_counter() - t0, time.process_time() - c0
         print(f"{arch} at {size}x{size}: {n} tiles in {dt:.1f} s wall ({dt / n * 1e3:.3f} ms/tile), "
               f"{cpu:.1f} s CPU over all threads; target {target_s:.0f} s")

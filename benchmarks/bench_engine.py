@@ -3,7 +3,7 @@
 VGG8, random weights, batch 128 of 32x32 images: images/s for the forward pass (logits) and for
 forward + input gradient (what an attack step costs). Each measurement is the best of several
 repeats, NumPy and PyTorch interleaved, so a shared machine penalises both alike.
-Target of issue 2: NumPy >= 0.7x PyTorch.
+Target (README, 'Status and measured speed'): NumPy >= 0.7x PyTorch.
 
     python3 -m benchmarks.bench_engine [--batch 128] [--repeats 5]      (from the repository root)
 """

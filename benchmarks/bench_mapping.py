@@ -1,9 +1,9 @@
 """Whole-model mapping time: map_model end to end (every tile of both polarities, exact solve).
 
-VGG8 (random weights) at 32x32 and 64x64, VGG16 at 16x16, default physics (SPEC 3), no cache.
+VGG8 (random weights) at 32x32 and 64x64, VGG16 at 16x16, default physics (docs/protocol.md section 3), no cache.
 Each line splits the time into the circuit solve (sum of the report's solve_s, inside
 transfer_matrix) and the rest (unrolling, conductances, tiling, variation draw, NF, effective
-weights, building the model), and gives the time as a fraction of the issue-4 target (15 s,
+weights, building the model), and gives the time as a fraction of the README's target (15 s,
 30 s, 60 s). "cpu s" is the process CPU time of the whole call (all threads): on a shared machine
 it shows the work done independently of the other processes' load. Then the same mapping through
 the disk cache: the first call stores it, the second loads it (a temporary cache directory),

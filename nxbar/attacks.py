@@ -1,4 +1,4 @@
-"""FGSM and PGD (L-infinity), written by hand on a model's input gradient (SPEC section 5).
+"""FGSM and PGD (L-infinity), written by hand on a model's input gradient (docs/protocol.md section 5).
 
 A model is anything with `loss_and_input_grad(x, y) -> (loss, dL/dx)`: the software VGG, a crossbar-mapped
 model, or a model with an input transform in front. Images are NHWC floats in [0, 1] (pixel space).

@@ -1,4 +1,4 @@
-"""Input pixel discretization (Panda et al., IEEE Access 2019), a defence of the study (SPEC section 6).
+"""Input pixel discretization (Panda et al., IEEE Access 2019), a defence of the study (docs/protocol.md section 6.1).
 
     x_q = round(x (2^b - 1)) / (2^b - 1)        x in [0, 1] pixels, b bits -> 2^b levels k / (2^b - 1)
 

@@ -1,4 +1,4 @@
-"""The attack modes SW, SH and HH and their metrics CA, AA and AL (SPEC section 5).
+"""The attack modes SW, SH and HH and their metrics CA, AA and AL (docs/protocol.md section 5).
 
 SW: adversarial inputs made on the software model, evaluated on it ("Attack-SW", the baseline).
 SH: the SW adversarial inputs evaluated on the crossbar-mapped model (black-box transfer).

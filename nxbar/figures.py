@@ -1,4 +1,4 @@
-"""The study's figures (issue 6): one PNG per experiment, drawn from its stored CSV rows.
+"""The study's figures (docs/protocol.md section 9): one PNG per experiment, drawn from its stored CSV rows.
 
 matplotlib is an optional extra (`pip install 'nxbar[plot]'`), imported only when a figure is drawn; the
 figure is built on the Agg canvas directly, so no display and no global pyplot state are involved.
@@ -7,7 +7,7 @@ What is plotted is computed by `series(rows)` first, so the numbers of a figure 
     attack rows (every row has an attack):  x = eps,         y = AL (percentage points), one panel per
                                             (attack, eps_space), one line per series
     mode "clean" (Fig. 4):                  x = model,       y = CA (percent), grouped bars per setting
-    mode "nf" (SPEC 3):                     x = layer,       y = NF, grouped bars per crossbar size
+    mode "nf" (protocol.md section 3):      x = layer,       y = NF, grouped bars per crossbar size
 A series is one value of every key column that varies between rows, except the x column and the chip and
 attack seeds: rows that differ only in chip seed are one point, drawn as the mean with the sample standard
 deviation (ddof = 1) as error bar; the label names only the varying parts ("xbar32 HH R_on 10k ON/OFF 10").

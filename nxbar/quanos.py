@@ -1,5 +1,5 @@
-"""QUANOS (Panda, arXiv 2004.11233), SPEC section 6: Adversarial Noise Sensitivity (ANS) of every MVM layer
-and the rule that turns ANS into per-layer bit widths.
+"""QUANOS (Panda, arXiv 2004.11233), docs/protocol.md section 6.2: Adversarial Noise Sensitivity (ANS) of every
+MVM layer and the rule that turns ANS into per-layer bit widths.
 
     ANS_l = (1/N) sum_n ||a_l(x_adv_n) - a_l(x_n)||_2 / ||a_l(x_n)||_2
 

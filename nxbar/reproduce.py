@@ -1,10 +1,11 @@
-"""The study's experiments (SPEC section 1, issue 6): a registry of cell grids, a resumable runner, a report.
+"""The study's experiments (docs/protocol.md sections 9 and 10): a registry of cell grids, a resumable runner,
+a report.
 
 A cell is one number of the paper: (model, crossbar size or None for software, mode, physics overrides,
 attack, chip seed, input discretization bits, and for the NF experiment a layer). Models "vgg8q"/"vgg16q" are
 the QUANOS hybrid-precision networks: their weight file's layer_bits set each layer's precision on crossbars.
-Modes: SW/SH/HH (SPEC 5), "clean" (clean accuracy only, Fig. 4) and "nf" (non-ideality factor, SPEC 3: layer
-"tiles" = random tiles, else one mapped layer).
+Modes: SW/SH/HH (docs/protocol.md section 5.4), "clean" (clean accuracy only, Fig. 4) and "nf" (non-ideality
+factor, docs/protocol.md section 3: layer "tiles" = random tiles, else one mapped layer).
 Every finished cell is appended at once to `<out>/<NAME>.csv` (one row per cell), so a run that stops resumes
 by skipping the cells already there; `<out>/<NAME>.json` records the configuration, weight hashes, versions
 and wall time. SW adversarial inputs are made once per attack setting and reused for every SH cell (PGD's are
@@ -22,6 +23,8 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import re
 import shutil
 import time
 import warnings
@@ -173,7 +176,8 @@ EXPERIMENTS = {
     "fig8b": "PGD AL vs eps on 32x32, R_on 20 kOhm, ON/OFF 10, 100, 1000, 2000 (Fig. 8b)",
     "fig5": "FGSM, VGG16 on CIFAR-10 (substitute for CIFAR-100), as table1 (Fig. 5)",
     "fig6": "PGD, VGG16 on CIFAR-10 (substitute for CIFAR-100), as table2 (Fig. 6)",
-    "nf": "NF of random tiles and of every VGG8 layer on 16/32/64 crossbars, default physics (SPEC 3)",
+    "nf": "NF of random tiles and of every VGG8 layer on 16/32/64 crossbars, default physics "
+          "(docs/protocol.md section 3)",
     "table3": "FGSM, VGG8 full precision vs QUANOS hybrid precision (vgg8q); SW, SH/HH on 16x16 (Table III)",
     "fig9": "FGSM, VGG8 on 32x32 with no, 8-, 4- and 2-bit input discretization; SW, SH, HH (Fig. 9)",
     "fig10": "VGG16 (CIFAR-10 substitute), FGSM and PGD: SW, SH on 32x32, 4-bit input discretization and "
@@ -484,7 +488,7 @@ C9_SATURATION_PP = 5.0  # C9: PGD AL "saturates" = a crossbar row's AL rises by 
 C7_FLAT_PP = 5.0  # C7: AL "stays flat" = a discretized crossbar row's AL varies by at most this over eps 0.1..0.3
 SATURATED_AA_PCT = 1.0  # a comparison is saturated when both cells keep at most this AA: then AL = CA - AA ~ CA
 NOT_REGISTERED = {
-    "C11": "Tiny ImageNet VGG16 (Fig. 7): its training set cannot be obtained here (SPEC 1)",
+    "C11": "Tiny ImageNet VGG16 (Fig. 7): its training set cannot be obtained here (docs/protocol.md section 8)",
 }
 
 
@@ -586,7 +590,8 @@ def _nf_table(rows: list[dict]) -> str:
     layers = list(dict.fromkeys(r["layer"] for r in rows))
     nf = {(r["layer"], r["xbar"]): float(r["nf"]) for r in rows}
     body = [[layer, *[f"{nf[(layer, s)]:.4f}" if (layer, s) in nf else "-" for s in sizes]] for layer in layers]
-    return "NF (SPEC 3); layer 'tiles' = 64 random tiles:\n\n" + _markdown(["layer", *[f"xbar{s}" for s in sizes]], body)
+    return ("NF (docs/protocol.md section 3); layer 'tiles' = 64 random tiles:\n\n"
+            + _markdown(["layer", *[f"xbar{s}" for s in sizes]], body))
 
 
 def _mean_al(rows: list[dict]) -> dict[tuple, float]:
@@ -871,6 +876,14 @@ def _threats_section(threats: dict[str, dict]) -> list[str]:
     return lines
 
 
+def _repo_relative(text: str) -> str:
+    """`text` with every absolute path in it written relative to the repository root, so that the report does
+    not print the folders of the machine that made a record: a weight file's json records its training data as
+    "/work/shared/data/x.zip" on a checkout at /work/main, and the report prints "../shared/data/x.zip"."""
+    path = r"(?<![^\s(`'\"])/[^\s,;`'\"()]*[^\s,;`'\"().]"  # starts after a space, '(', '`' or a quote
+    return re.sub(path, lambda m: os.path.relpath(m.group(0), REPO), text)
+
+
 def _percent_of(record: dict, data: str) -> str:
     acc = record.get("accuracy", {}).get(data)
     return "-" if acc is None else f"{100 * acc['accuracy']:.2f} ({acc['correct']}/{acc['total']})"
@@ -894,8 +907,9 @@ def _networks_section(weights_dir: Path) -> list[str]:
         full = plan["from"]["accuracy"]["embedded_lossless_test"]["accuracy"]
         ours = r["accuracy"]["embedded_lossless_test"]["accuracy"]
         per_layer = [[k, f"{v:.4f}", str(plan["bits"][k])] for k, v in plan["ans"].items()]
-        lines += [f"{stem} (QUANOS, SPEC 6): ANS under {a['attack'].upper()} eps {a['eps']:g} on the "
-                  f"{plan['ans_images']}, measured on `{plan['from']['weights']}`. {' '.join(plan['rule'].split())}", "",
+        lines += [f"{stem} (QUANOS, docs/protocol.md section 6.2): ANS under {a['attack'].upper()} eps {a['eps']:g} "
+                  f"on the {_repo_relative(plan['ans_images'])}, measured on "
+                  f"`{_repo_relative(plan['from']['weights'])}`. {' '.join(plan['rule'].split())}", "",
                   _markdown(["layer", "ANS", "bits"], per_layer), "",
                   f"Clean accuracy on the 1,000 embedded images: {100 * ours:.2f}% against {100 * full:.2f}% in "
                   f"full precision ({100 * (ours - full):+.2f} pp).", ""]
@@ -913,8 +927,9 @@ def _main_command_section(out: Path) -> list[str]:
         body = [[row["mode"], eps_label(row["attack"], row["eps"]) + f" ({row['eps_space']})",
                  *(f"{row[k]:.2f}" for k in ("CA", "AA", "AL"))] for row in r["results"]]
         lines += [f"`{r['command']}` ({name}): {r['model']['name']} on {r['data']['n_images']} images of "
-                  f"{r['data']['source']}; wall time {t['total_s']:.0f} s (mapping {t.get('map_s', 0):.0f} s, "
-                  f"attacks and evaluation {t['attack_s']:.0f} s), nxbar {r['versions'].get('nxbar', '?')}.", "",
+                  f"{_repo_relative(r['data']['source'])}; wall time {t['total_s']:.0f} s "
+                  f"(mapping {t.get('map_s', 0):.0f} s, attacks and evaluation {t['attack_s']:.0f} s), "
+                  f"nxbar {r['versions'].get('nxbar', '?')}.", "",
                   _markdown(["mode", "eps", "CA", "AA", "AL"], body), ""]
     return lines
 
@@ -974,7 +989,8 @@ def report(out: str | Path = DEFAULT_OUT, weights_dir: str | Path = REPO / "weig
              "`NAME.csv`, one row per cell, and `NAME.json`). The paper's tables are in `paper/`. Verdicts are "
              "computed from the stored numbers; no parameter is tuned toward the paper. Chip-seed means are used "
              f"where a cell ran on several chips. C6 tolerance {C6_TOLERANCE_PP:g} pp, C9 saturation threshold "
-             f"{C9_SATURATION_PP:g} pp, C7 flatness threshold {C7_FLAT_PP:g} pp.", "", "## Claims (SPEC section 1)", ""]
+             f"{C9_SATURATION_PP:g} pp, C7 flatness threshold {C7_FLAT_PP:g} pp.", "",
+             "## Claims (docs/protocol.md section 10)", ""]
     in_aa, saturated = verdicts_in_aa(results), saturated_failures(results)
     body = [[claim, CLAIMS[claim][0], verdict, text, in_aa.get(claim, "-"), _saturated_text(saturated.get(claim))]
             for claim, (verdict, text) in verdicts(results).items()]

@@ -1,4 +1,5 @@
-"""Weight files: `<model>_<dataset>.npz` (float32 arrays named by layer) + `<model>_<dataset>.json` (SPEC section 2).
+"""Weight files: `<model>_<dataset>.npz` (float32 arrays named by layer) + `<model>_<dataset>.json`
+(docs/protocol.md section 2).
 
 The `.npz` holds exactly the arrays of `nxbar.models.arch.param_shapes(arch, num_classes, input_size)`,
 float32, in PyTorch layouts, zip-deflated by `save_weights` (a hybrid-precision file, whose b-bit layers hold
@@ -14,8 +15,8 @@ The `.json` describes them:
     arrays                      {name: {"shape": [...], "dtype": "float32"}}
     npz_sha256                  sha256 of the .npz file's bytes
     model (optional)            the network's name when it is not the arch, e.g. "vgg8q" (QUANOS)
-    layer_bits (optional)       a hybrid-precision network (SPEC 6 QUANOS): one entry per MVM layer in
-                                network order, null (full precision) or b; the weights of a b-bit layer
+    layer_bits (optional)       a hybrid-precision network (QUANOS, docs/protocol.md section 6.2): one entry
+                                per MVM layer in network order, null (full precision) or b; the weights of a b-bit layer
                                 lie on its 2^b-level grid (`nxbar.crossbar.mapping.quantize_weights`),
                                 and crossbars map each layer at its own precision
     training, accuracy, ...     free-form provenance written by the exporting tool

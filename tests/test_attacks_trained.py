@@ -1,5 +1,5 @@
-"""FGSM and PGD on the shipped, trained VGG8 (issue 5): on a fixed batch PGD is at least as strong as FGSM,
-more PGD steps do not help the defender beyond noise, and results are reproducible bit for bit.
+"""FGSM and PGD on the shipped, trained VGG8 (docs/protocol.md section 5): on a fixed batch PGD is at least as
+strong as FGSM, more PGD steps do not help the defender beyond noise, and results are reproducible bit for bit.
 (On random weights the network is nearly linear and these orderings mean little, so the trained net is used;
 the module is skipped until weights/vgg8_cifar10.* exist.)"""
 

@@ -1,4 +1,4 @@
-"""Exact circuit solve of a tile (SPEC section 3): closed forms, the 2x2 of docs/physics.md, Kirchhoff's
+"""Exact circuit solve of a tile (docs/physics.md sections 1-5): closed forms, the 2x2 of docs/physics.md, Kirchhoff's
 laws, power balance, zero resistances, agreement of the three methods, NF, and every input error."""
 
 import numpy as np
@@ -9,7 +9,7 @@ from nxbar.crossbar.circuit import _row_port
 
 METHODS = ("dense", "sparse", "fast")
 NAMES = ("r_source_ohm", "r_sink_ohm", "r_wire_row_ohm", "r_wire_col_ohm")
-SPEC = dict(r_source_ohm=100.0, r_sink_ohm=100.0, r_wire_row_ohm=1.0, r_wire_col_ohm=1.0)
+PRESET = dict(r_source_ohm=100.0, r_sink_ohm=100.0, r_wire_row_ohm=1.0, r_wire_col_ohm=1.0)
 G_MIN, G_MAX = 1 / 200e3, 1 / 20e3
 
 
@@ -197,18 +197,18 @@ def test_dense_sparse_fast_agree(shape):
 def test_sparse_and_fast_agree_on_large_tiles(shape):
     rng = np.random.default_rng(shape[0] + 7 * shape[1])
     G = random_tiles(rng, *shape)
-    t_sparse = transfer_matrix(G, **SPEC, method="sparse")
-    assert rel_err(transfer_matrix(G, **SPEC, method="fast"), t_sparse) < 1e-10
-    assert rel_err(transfer_matrix(G, **SPEC), t_sparse) < 1e-10  # "auto" is "fast"
+    t_sparse = transfer_matrix(G, **PRESET, method="sparse")
+    assert rel_err(transfer_matrix(G, **PRESET, method="fast"), t_sparse) < 1e-10
+    assert rel_err(transfer_matrix(G, **PRESET), t_sparse) < 1e-10  # "auto" is "fast"
 
 
 def test_stack_is_solved_tile_by_tile():
     rng = np.random.default_rng(6)
     G = random_tiles(rng, 5, 6, 7)
-    t = transfer_matrix(G, **SPEC)
+    t = transfer_matrix(G, **PRESET)
     assert t.shape == G.shape and t.dtype == np.float64
     for n in range(5):
-        assert rel_err(t[n], transfer_matrix(G[n], **SPEC, method="dense")) < 1e-12
+        assert rel_err(t[n], transfer_matrix(G[n], **PRESET, method="dense")) < 1e-12
 
 
 # ----------------------------------------------------------------------------------------------
@@ -275,12 +275,13 @@ def test_nf_closed_forms():
 
 
 def test_nf_with_spec_defaults_grows_with_crossbar_size():
-    """SPEC section 3 quotes about 0.09 / 0.16 / 0.30 for 16 / 32 / 64; measured 0.085 / 0.163 / 0.299."""
+    """docs/protocol.md section 3: about 0.09 / 0.16 / 0.30 for 16 / 32 / 64; these 2 tiles per size give
+    0.089 / 0.160 / 0.299."""
     rng = np.random.default_rng(0)
     nf = {}
     for n in (16, 32, 64):
         G = random_tiles(rng, 2, n, n)
-        nf[n] = nonideality_factor(G, transfer_matrix(G, **SPEC))
+        nf[n] = nonideality_factor(G, transfer_matrix(G, **PRESET))
     assert 0.0 < nf[16] < nf[32] < nf[64] < 1.0
     assert nf[16] == pytest.approx(0.09, abs=0.02)
     assert nf[32] == pytest.approx(0.16, abs=0.02)
@@ -308,30 +309,30 @@ GOOD = np.full((2, 3), 1e-5)
 )
 def test_bad_conductances(G, message):
     with pytest.raises(ValueError, match=message):
-        transfer_matrix(G, **SPEC)
+        transfer_matrix(G, **PRESET)
 
 
 @pytest.mark.parametrize("name", NAMES)
 @pytest.mark.parametrize("value", [-1.0, np.nan, np.inf, "100", None, True])
 def test_bad_resistance(name, value):
     with pytest.raises(ValueError, match=rf"{name} must be a finite number >= 0 \(ohm\), got {value!r}"):
-        transfer_matrix(GOOD, **{**SPEC, name: value})
+        transfer_matrix(GOOD, **{**PRESET, name: value})
     with pytest.raises(ValueError, match=rf"{name} must be a finite number >= 0 \(ohm\)"):
-        node_voltages(GOOD, [1.0, 1.0], **{**SPEC, name: value})
+        node_voltages(GOOD, [1.0, 1.0], **{**PRESET, name: value})
 
 
 def test_bad_method():
     with pytest.raises(ValueError, match=r"method must be one of 'auto', 'dense', 'sparse', 'fast', got 'lu'"):
-        transfer_matrix(GOOD, **SPEC, method="lu")
+        transfer_matrix(GOOD, **PRESET, method="lu")
 
 
 def test_bad_node_voltage_inputs():
     with pytest.raises(ValueError, match=r"G must be one tile of shape \(R, C\), got shape \(1, 2, 3\)"):
-        node_voltages(GOOD[None], [1.0, 1.0], **SPEC)
+        node_voltages(GOOD[None], [1.0, 1.0], **PRESET)
     with pytest.raises(ValueError, match=r"v must be 2 finite voltages \(shape \(2,\)\), got shape \(3,\)"):
-        node_voltages(GOOD, [1.0, 1.0, 1.0], **SPEC)
+        node_voltages(GOOD, [1.0, 1.0, 1.0], **PRESET)
     with pytest.raises(ValueError, match=r"v must be 2 finite voltages \(shape \(2,\)\), got shape \(2,\)"):
-        node_voltages(GOOD, [1.0, np.nan], **SPEC)
+        node_voltages(GOOD, [1.0, np.nan], **PRESET)
 
 
 def test_bad_nf_inputs():

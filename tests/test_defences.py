@@ -1,4 +1,5 @@
-"""Input pixel discretization (SPEC 6): levels, idempotence, the straight-through gradient, attacks through it."""
+"""Input pixel discretization (docs/protocol.md section 6.1): levels, idempotence, the straight-through gradient,
+attacks through it."""
 
 import numpy as np
 import pytest

@@ -1,4 +1,5 @@
-"""Per-layer conductance precision on crossbars (CrossbarConfig.layer_bits; SPEC 6, QUANOS on crossbars)."""
+"""Per-layer conductance precision on crossbars (CrossbarConfig.layer_bits; QUANOS on crossbars,
+docs/protocol.md section 6.2)."""
 
 import json
 
@@ -29,7 +30,7 @@ def net():
 
 def conductance_levels(w_eff, w_max, config):
     """Distinct programmed conductances of each polarity, read back from W' of an ideal crossbar (T = G):
-    G+ = G_min + (G_max - G_min) max(W', 0) / w_max, G- likewise with -W' (SPEC 4.3, 4.6)."""
+    G+ = G_min + (G_max - G_min) max(W', 0) / w_max, G- likewise with -W' (docs/protocol.md sections 4.3, 4.6)."""
     span = config.g_max_s - config.g_min_s
     out = []
     for u in (np.maximum(w_eff, 0) / w_max, np.maximum(-w_eff, 0) / w_max):

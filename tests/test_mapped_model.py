@@ -1,4 +1,4 @@
-"""Crossbar-mapped networks (SPEC 4.6) and the disk cache of mapped weights (SPEC 7)."""
+"""Crossbar-mapped networks (docs/protocol.md section 4.6) and the disk cache of mapped weights (section 7)."""
 
 import json
 
@@ -162,7 +162,7 @@ def test_random_tile_nf_and_bad_arguments():
     ideal = random_tile_nf(CrossbarConfig.ideal(size=8), n_tiles=2)
     assert ideal == 0.0
     nf = random_tile_nf(CrossbarConfig(size=16), n_tiles=4, seed=1)
-    assert 0.05 < nf < 0.15  # SPEC 3: about 0.09 at 16x16
+    assert 0.05 < nf < 0.15  # docs/protocol.md section 3: about 0.09 at 16x16
     with pytest.raises(ValueError, match="n_tiles must be an integer >= 1, got 0"):
         random_tile_nf(CrossbarConfig(), n_tiles=0)
     with pytest.raises(ValueError, match="config must be a CrossbarConfig, got dict"):

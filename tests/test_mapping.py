@@ -1,4 +1,4 @@
-"""Crossbar configuration, tiling and the weight <-> conductance mapping (SPEC sections 3 and 4)."""
+"""Crossbar configuration, tiling and the weight <-> conductance mapping (docs/protocol.md sections 3 and 4)."""
 
 import json
 import math

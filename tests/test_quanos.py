@@ -1,4 +1,5 @@
-"""QUANOS (SPEC 6): VGG.activations, Adversarial Noise Sensitivity against hand computations, the ANS -> bits rule."""
+"""QUANOS (docs/protocol.md section 6.2): VGG.activations, Adversarial Noise Sensitivity against hand computations,
+the ANS -> bits rule."""
 
 import numpy as np
 import pytest

@@ -508,8 +508,8 @@ def test_report_lists_the_shipped_networks_with_quanos_ans_and_bits(tmp_path):
     text = rp.report(tmp_path, weights_dir=weights).read_text()
     assert "| vgg8_cifar10 | vgg8 | 15 | 0.1235 | 91.20 (912/1000) | 90.50 (9050/10000) |" in text
     assert "| vgg8q_cifar10 | vgg8q | 3 | 0.1235 | 89.70 (897/1000) | 89.00 (8900/10000) |" in text
-    assert ("vgg8q_cifar10 (QUANOS, SPEC 6): ANS under FGSM eps 0.1 on the first 512 training images, measured on "
-            "`weights/vgg8_cifar10.npz`. Rule: the more sensitive half gets 2 bits.") in text
+    assert ("vgg8q_cifar10 (QUANOS, docs/protocol.md section 6.2): ANS under FGSM eps 0.1 on the first 512 training "
+            "images, measured on `weights/vgg8_cifar10.npz`. Rule: the more sensitive half gets 2 bits.") in text
     assert "| conv1 | 0.5000 | 2 |\n| fc1 | 0.2500 | 4 |" in text
     assert "Clean accuracy on the 1,000 embedded images: 89.70% against 91.20% in full precision (-1.50 pp)." in text
 
@@ -622,3 +622,10 @@ def test_a_stored_pgd_entry_of_other_arrays_is_made_again(tmp_path, vgg8_weights
         assert len(made) == i + 1 and hit.dtype == np.float32 and np.array_equal(hit, made[-1])
         damage()
         assert stored() is made[-1] and len(made) == i + 2  # made again (and stored again)
+
+
+def test_report_prints_absolute_paths_relative_to_the_repository():
+    data = rp.REPO.parent / "shared" / "data" / "x.zip"  # a weight file's json records where it was trained
+    assert rp._repo_relative(f"image folder {data}, split 'train'") == "image folder ../shared/data/x.zip, split 'train'"
+    assert rp._repo_relative(f"`{rp.REPO / 'weights' / 'vgg8_cifar10.npz'}`.") == "`weights/vgg8_cifar10.npz`."
+    assert rp._repo_relative("eps 8/255 on 16/32/64, weights/vgg8.npz") == "eps 8/255 on 16/32/64, weights/vgg8.npz"

@@ -1,5 +1,5 @@
-"""The shipped weight files (weights/, issue 3): each loads, is at most 64 MB, reaches its accuracy target, and
-nxbar's engine counts exactly the recorded number of correct answers on the first 200 embedded images."""
+"""The shipped weight files (weights/, docs/protocol.md section 2): each loads, is at most 64 MB, reaches its
+accuracy target, and nxbar's engine counts exactly the recorded number of correct answers on the first 200 embedded images."""
 
 import json
 
@@ -11,7 +11,7 @@ from nxbar.weights import load_model, shipped_weights_dir, weight_paths
 
 SHIPPED = sorted(p.with_suffix("") for p in shipped_weights_dir().glob("*.json"))
 MAX_BYTES = 64 * 2**20
-TARGET = {"vgg8": 0.90, "vgg16": 0.90}  # clean accuracy on the 1,000 embedded images (issue 3)
+TARGET = {"vgg8": 0.90, "vgg16": 0.90}  # clean accuracy on the 1,000 embedded images (docs/protocol.md section 2)
 
 
 @pytest.mark.parametrize("stem", SHIPPED, ids=[p.name for p in SHIPPED])

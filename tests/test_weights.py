@@ -183,7 +183,7 @@ def test_save_refuses_bad_params(tmp_path, params):
         save_weights(tmp_path / "x", params, {**META, "class_names": ["a"]})
 
 
-# ---------------------------------------------------------------- hybrid precision (QUANOS, SPEC 6)
+# ---------------------------------------------- hybrid precision (QUANOS, docs/protocol.md section 6.2)
 BITS = [2, 4, 8, None, 2, 4, 8, 2]  # one entry per VGG8 MVM layer
 
 

@@ -25,7 +25,7 @@ train() {  # train() MODEL EPOCHS [more train_export options]: skipped once weig
     [[ -f "weights/$stem.json" ]] ||
         step python3 tools/train_export.py --model "$1" --epochs "$2" --checkpoint-dir "runs/train/$stem" "${@:3}"
 }
-accurate() {  # accurate() STEM: stop the pipeline when an export missed the 90% clean-accuracy target (issue 3)
+accurate() {  # accurate() STEM: stop the pipeline when an export missed the shipped networks' 90% clean-accuracy target
     python3 - "$1" <<'PY' || { echo "== $(date -u +%FT%TZ) $1 is below the 90% target: pipeline stopped"; exit 1; }
 import json, sys
 a = json.load(open(f"weights/{sys.argv[1]}.json"))["accuracy"]["embedded_lossless_test"]["accuracy"]

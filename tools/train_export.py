@@ -1,4 +1,4 @@
-"""Train VGG8 / VGG16 on CIFAR-10 in PyTorch and export them to nxbar's weight format (issue 3, SPEC section 2).
+"""Train VGG8 / VGG16 on CIFAR-10 in PyTorch and export them to nxbar's weight format (docs/protocol.md section 2).
 
     python3 tools/train_export.py --model vgg8 --epochs 15
     python3 tools/train_export.py --model vgg8 --epochs 15 --export-only
@@ -28,8 +28,8 @@ accuracy measured by nxbar's engine on the embedded 1,000 lossless test images (
 tests/test_shipped_weights.py recounts) and on the JPEG test split.
 The per-epoch log goes to <results-dir>/<model>_cifar10.csv.
 
-QUANOS (SPEC 6, issue 7): `--quanos-from weights/vgg8_cifar10 --epochs 3` fine-tunes the trained network with
-quantisation-aware training into the hybrid-precision <model>q_cifar10. The per-layer bits come from nxbar:
+QUANOS (docs/protocol.md section 6.2): `--quanos-from weights/vgg8_cifar10 --epochs 3` fine-tunes the trained
+network with quantisation-aware training into the hybrid-precision <model>q_cifar10. The per-layer bits come from nxbar:
 the ANS of every MVM layer under FGSM (--ans-eps, pixel units) on the first --ans-n (un-augmented) training
 images, measured on the full-precision network by `nxbar.quanos.attack_ans`, turned into bits by
 `nxbar.quanos.bits_from_ans` with --widths. Each weight is fake-quantised in the forward pass (`fake_quantize`:

@@ -1,4 +1,4 @@
-"""Memristive crossbar tiles: exact circuit solve (SPEC section 3) and layer mapping (SPEC section 4)."""
+"""Memristive crossbar tiles: exact circuit solve (docs/physics.md) and layer mapping (docs/protocol.md section 4)."""
 
 from nxbar.crossbar.circuit import node_voltages, nonideality_factor, transfer_matrix
 from nxbar.crossbar.spice import netlist, run_ngspice

@@ -1,4 +1,4 @@
-"""Exact circuit solve of one crossbar tile: the transfer matrix T with I = V T (SPEC section 3).
+"""Exact circuit solve of one crossbar tile: the transfer matrix T with I = V T (docs/physics.md sections 1-5).
 
 The circuit (R rows, C columns; docs/physics.md has the figure and a 2x2 example worked by hand):
   - cell (i, j) has a row node r(i,j) and a column node c(i,j); the device G[i,j] (siemens) joins them;
@@ -379,7 +379,7 @@ def _transfer_tiles(G, r_source, r_sink, r_wire_row, r_wire_col, T):
 # Public functions
 # ----------------------------------------------------------------------------------------------
 def transfer_matrix(G, r_source_ohm, r_sink_ohm, r_wire_row_ohm, r_wire_col_ohm, method="auto"):
-    """Transfer matrix T (siemens, float64, shape of G) of each tile: I = V T (SPEC section 3).
+    """Transfer matrix T (siemens, float64, shape of G) of each tile: I = V T (docs/physics.md section 3).
 
     G: (R, C) or (N, R, C) device conductances in siemens, finite and >= 0.  Resistances in ohm,
     finite and >= 0 (0 = ideal connection).  T[i, j] = current out of column j through its sink
@@ -411,7 +411,7 @@ def transfer_matrix(G, r_source_ohm, r_sink_ohm, r_wire_row_ohm, r_wire_col_ohm,
 
 
 def nonideality_factor(G, T, n_inputs=64, seed=0):
-    """Non-ideality factor NF (SPEC section 3), dimensionless.
+    """Non-ideality factor NF (docs/physics.md section 6), dimensionless.
 
     NF = mean over tiles, inputs and columns j of (I_ideal_j - I_j) / I_ideal_j, with I_ideal = V G and
     I = V T, for n_inputs random input vectors V ~ U[0, 1]^R per tile drawn from

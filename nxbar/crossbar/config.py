@@ -1,4 +1,4 @@
-"""Crossbar configuration: the physical parameters of SPEC section 3 as one frozen, validated dataclass."""
+"""Crossbar configuration: the physical parameters of docs/protocol.md section 3 as one frozen, validated dataclass."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ MAX_BITS = 16
 
 @dataclass(frozen=True)
 class CrossbarConfig:
-    """Physical parameters of the crossbars a network is mapped onto (SPEC section 3 defaults).
+    """Physical parameters of the crossbars a network is mapped onto (defaults: docs/protocol.md section 3).
 
     size            rows = columns of one tile (inputs x outputs); at most MAX_TILE_SIZE, whose circuit solve
                     fits TILE_SOLVE_LIMIT_BYTES (`nxbar.crossbar.circuit.tile_solve_bytes`)
@@ -30,7 +30,8 @@ class CrossbarConfig:
     seed            chip seed: one seed is one physical chip instance (its variation draw)
     layer_bits      None = every layer uses `bits`; else one entry per MVM layer, in network order
                     (entry i is layer_index i): None (analog) or b, each layer at its own precision
-                    (a hybrid-precision network, SPEC 6 QUANOS). Needs bits=None, so that one field decides.
+                    (a hybrid-precision network, QUANOS, docs/protocol.md section 6.2). Needs bits=None, so
+                    that one field decides.
 
     A resistance of 0 is an exact ideal connection. Float fields are stored as Python floats
     so that `as_dict()` (and the cache key built from it) does not depend on how a value was typed.

@@ -1,6 +1,6 @@
-"""Crossbar-mapped layers and networks (SPEC section 4): the software network with W' in place of W.
+"""Crossbar-mapped layers and networks (docs/protocol.md section 4): the software network with W' in place of W.
 
-Mapping one layer (`map_layer`), in SPEC order:
+Mapping one layer (`map_layer`), in the order of docs/protocol.md section 4:
   4.1 unroll the weight into its crossbar matrix W (rows = inputs, columns = outputs);
   4.3 differential pair G+, G- (optionally quantised to 2^b levels), w_max = max |W|;
   4.2 pad each with G_min to multiples of the crossbar size and cut into tiles;
@@ -40,7 +40,8 @@ LAYER_NF_INPUTS = 8
 
 
 def weight_to_matrix(w: np.ndarray) -> np.ndarray:
-    """Crossbar matrix (inputs, outputs) of a conv (C_out, C_in, 3, 3) or FC (out, in) weight (SPEC 4.1)."""
+    """Crossbar matrix (inputs, outputs) of a conv (C_out, C_in, 3, 3) or FC (out, in) weight
+    (docs/protocol.md section 4.1)."""
     if np.ndim(w) == 4:
         return conv_weight_to_matrix(w)
     if np.ndim(w) == 2:
@@ -58,7 +59,7 @@ def map_layer(w: np.ndarray, config: CrossbarConfig, layer_index: int) -> tuple[
 
     `layer_index` (0-based position among the network's MVM layers) selects the layer's random
     streams on chip `config.seed` and its precision `config.bits_of(layer_index)`. Report (JSON types): matrix_shape, grid (tile rows, tile
-    columns), tiles (number of tiles, both polarities), w_max, nf (SPEC 3 NF over all the
+    columns), tiles (number of tiles, both polarities), w_max, nf (docs/physics.md section 6 NF over all the
     layer's tiles, programmed G vs solved T), mean_abs_dw_over_wmax = mean |W' - W| / w_max,
     solve_s (seconds in transfer_matrix).
     """
@@ -92,7 +93,7 @@ def map_layer(w: np.ndarray, config: CrossbarConfig, layer_index: int) -> tuple[
 
 
 class MappedModel:
-    """A network whose MVM weights are the crossbar effective weights W' (SPEC 4.6).
+    """A network whose MVM weights are the crossbar effective weights W' (docs/protocol.md section 4.6).
 
     Behaves as the software network with W' in place of W: every attribute not defined here
     (forward, predict, loss_and_input_grad, loss_and_grads, params, mvm_names, ...) is that of
@@ -162,7 +163,8 @@ def _reports_layers(report: object, names: tuple[str, ...]) -> bool:
 
 
 def random_tile_nf(config: CrossbarConfig, n_tiles: int = 16, seed: int = 0, n_inputs: int = 64) -> float:
-    """NF (SPEC 3) of `n_tiles` random tiles of `config.size`, G uniform in [G_min, G_max], no variation.
+    """NF (docs/physics.md section 6) of `n_tiles` random tiles of `config.size`, G uniform in [G_min, G_max],
+    no variation.
 
     Only the size, R_on, R_off and the four parasitic resistances of `config` matter: the NF
     isolates the parasitics. `seed` seeds both the conductances and the input vectors.

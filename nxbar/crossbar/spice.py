@@ -1,6 +1,6 @@
 """One crossbar tile as a SPICE netlist, to re-check T with an independent circuit simulator.
 
-The netlist is the circuit of SPEC section 3 element by element (voltage sources and resistors only):
+The netlist is the circuit of docs/physics.md section 1 element by element (voltage sources and resistors only):
   Vin<i>   in<i> 0          row i's ideal source, V_i volts
   Rs<i>    in<i> r<i>_0     R_source
   Rr<i>_<j> r<i>_<j> r<i>_<j+1>   R_wire_row
@@ -44,7 +44,7 @@ def netlist(G, v, r_source_ohm, r_sink_ohm, r_wire_row_ohm, r_wire_col_ohm, titl
     expected = v @ transfer_matrix(G, **res)
     lines = [
         title,
-        f"* Crossbar tile, {R} rows x {C} columns, nxbar SPEC section 3; units ohm, volt, ampere.",
+        f"* Crossbar tile, {R} rows x {C} columns, nxbar docs/physics.md section 1; units ohm, volt, ampere.",
         "* R_source {r_source_ohm:.17g}, R_sink {r_sink_ohm:.17g}, R_wire_row {r_wire_row_ohm:.17g}, "
         "R_wire_col {r_wire_col_ohm:.17g} ohm (0 ohm = 0 V source).".format(**res),
         "* Expected column currents I_j = i(Vout<j>) from nxbar.crossbar.transfer_matrix (I = v T):",

@@ -1,4 +1,4 @@
-"""Cut a layer's crossbar matrix into square tiles and put it back together (SPEC section 4.2).
+"""Cut a layer's crossbar matrix into square tiles and put it back together (docs/protocol.md section 4.2).
 
 A crossbar matrix has one row per input (word line) and one column per output (bit line).
 It is padded with `pad_value` at the bottom and on the right up to multiples of the tile

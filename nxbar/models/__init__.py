@@ -1,1 +1,1 @@
-"""VGG models with hand-written forward and backward passes (SPEC section 2)."""
+"""VGG models with hand-written forward and backward passes (docs/protocol.md section 2)."""

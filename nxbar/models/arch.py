@@ -1,4 +1,4 @@
-"""Architecture tables of the VGG networks (SPEC section 2), the single source of layer names and shapes.
+"""Architecture tables of the VGG networks (docs/protocol.md section 2), the single source of layer names and shapes.
 
 Parameter names (PyTorch layouts, float32 in weight files):
   conv{k}.weight          (C_out, C_in, 3, 3), no bias

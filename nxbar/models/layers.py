@@ -1,4 +1,4 @@
-"""Layers of the VGG networks as forward/backward pairs (SPEC section 2), CS231n style.
+"""Layers of the VGG networks as forward/backward pairs (docs/protocol.md section 2), CS231n style.
 
 Every `*_forward` returns `(out, cache)`; the matching `*_backward(dout, cache, ...)` returns the gradient
 with respect to the layer input (and, where the layer has parameters and `param_grads=True`, with respect
@@ -6,8 +6,8 @@ to them). Activations are NHWC, shape (N, H, W, C). Every function preserves the
 (float32 in normal use, float64 for finite-difference checks); parameters are cast to it.
 
 Weights of the MVM layers enter as matrices, rows = inputs and columns = outputs, exactly the matrices a
-crossbar holds (SPEC 4.1). `conv_weight_to_matrix` / `fc_weight_to_matrix` are the single definition of
-that unrolling: the crossbar mapper imports them. Weight gradients come back in PyTorch layouts.
+crossbar holds (docs/protocol.md section 4.1). `conv_weight_to_matrix` / `fc_weight_to_matrix` are the single
+definition of that unrolling: the crossbar mapper imports them. Weight gradients come back in PyTorch layouts.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import numpy as np
 _IM2COL_ELEMENTS = 1 << 24
 
 
-# ----------------------------------------------------------------------------- weight unrolling (SPEC 4.1)
+# -------------------------------------------------------------- weight unrolling (docs/protocol.md section 4.1)
 def conv_weight_to_matrix(w: np.ndarray) -> np.ndarray:
     """Unroll a 3x3 conv weight (C_out, C_in, 3, 3) into the matrix M (9*C_in, C_out) used as `cols @ M`.
 

@@ -1,4 +1,4 @@
-"""VGG8 / VGG16 inference and backpropagation in NumPy (SPEC section 2), built from the tables in arch.py.
+"""VGG8 / VGG16 inference and backpropagation in NumPy (docs/protocol.md section 2), built from the tables in arch.py.
 
 The network is: input normalisation, then per feature entry either conv3x3 (no bias) + BatchNorm
 (inference form) + ReLU or a 2x2 max-pool, then flatten in PyTorch (C, H, W) order, then the FC layers
@@ -6,7 +6,7 @@ with ReLU between them. Layers are those of layers.py; this module only strings 
 
 A model is immutable: parameters are stored once (read-only views, PyTorch layouts, model dtype) and each
 MVM weight matrix is unrolled once, on first use. `with_params` builds a new model with some arrays
-swapped (the crossbar mapper's effective weights W', SPEC 4.6).
+swapped (the crossbar mapper's effective weights W', docs/protocol.md section 4.6).
 """
 
 from __future__ import annotations
