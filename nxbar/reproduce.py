@@ -935,26 +935,39 @@ def _main_command_section(out: Path) -> list[str]:
 
 
 def _reproducibility_section(out: Path) -> list[str]:
-    """The reproducibility promise, with the cross-kernel drift measured in `<out>/reproducibility.json`."""
+    """The reproducibility promise, with the cross-kernel drift measured in `<out>/reproducibility.json`
+    (tools/kernel_drift.py)."""
     path = out / "reproducibility.json"
     if not path.is_file():
         return []
     record = json.loads(path.read_text())
-    moved = [len(c["moved_images"]) for runs in record["drift"].values() for c in runs]
-    flips = [c["images_with_sign_flips"] for runs in record["drift"].values() for c in runs]
+    drift = record["drift"]
+    runs = [c for cells in drift.values() for c in cells]
+    same = [k for k, cells in drift.items() if not any(c["margin_moved_images"] or c["moved_images"] for c in cells)]
+    flipped = [c["margin_moved_images"] for c in runs]
+    moved = ", ".join(f"{k}: {cell['experiment']} {' '.join(cell['match'].values())} image {i}, margin {a:+.4f} "
+                      f"-> {b:+.4f}"
+                      for k, cells in drift.items() for cell, c in zip(record["cells"], cells)
+                      for i, a, b in zip(c["moved_images"], c["moved_margin_reference"], c["moved_margin_here"]))
     return ["## Reproducibility", "",
-            f"A stored cell recomputes bit for bit on the BLAS kernel and library versions that made it (OpenBLAS "
-            f"{record['reference_kernel']}, the kernel AMD Zen CPUs run; recorded in `reproducibility.json`). On "
-            f"another CPU kind OpenBLAS runs another float32 kernel, which sums in another order: logits and input "
-            f"gradients differ in their last bits, a gradient component near zero can change sign, and FGSM then "
-            f"moves that pixel the other way. Measured on {len(record['cells'])} FGSM cells of 1,000 images under "
-            f"{len(record['drift'])} other kernels ({', '.join(sorted(record['drift']))}; `{record['how']}`): "
-            f"{min(flips)} to {max(flips)} images per cell had a gradient component change sign, and at most "
-            f"{max(moved)} image per cell changed its outcome. So on any x86-64 CPU a recomputed cell keeps every "
-            f"image's outcome but at most {record['tolerance_images']} per cell "
-            f"({record['tolerance_images'] / 10:g} pp of 1,000 images), which is what "
-            "`tests/test_reference_results.py` asserts there; a real change of the cell (eps, chip, model, physics, "
-            "attack) moves many more.", ""]
+            f"A stored cell recomputes bit for bit on the BLAS kernel and library versions that made it: OpenBLAS's "
+            f"{record['reference_kernel']} kernel" + (f" (and {', '.join(same)}, identical on every measured image)"
+                                                      if same else "")
+            + f", {record['blas_config'].split()[1]}, with the versions in `reproducibility.json`. Another CPU kind "
+            "runs another float32 kernel, which sums in another order, so logits and input gradients differ in "
+            "their last bits; where the network is near a tie (a ReLU or max-pool decision within rounding) the "
+            "gradient takes another path, FGSM moves some pixels the other way, and an image with a small margin "
+            f"can flip. Measured with `{record['how']}` on {len(record['cells'])} FGSM cells of 1,000 images under "
+            f"{', '.join(sorted(drift))}: {min(flipped)} to {max(flipped)} images per cell moved their adversarial "
+            f"margin by more than {record['margin_tolerance_logits']:g} logits, all of them images with "
+            "input-gradient components of the other sign (the images without agreed within "
+            f"{max(c['max_abs_margin_change_without_sign_flips'] for c in runs):.0e} logits), and "
+            f"{sum(len(c['moved_images']) for c in runs)} images changed their outcome ({moved or 'none'}). "
+            f"The promise, which `tests/test_reference_results.py` asserts on any other kernel: at most "
+            f"{record['tolerance_images']} images of a cell of 1,000 change their outcome "
+            f"({record['tolerance_images'] / 10:g} pp) and at most {100 * record['margin_moved_fraction']:g}% move "
+            "their margin; a real change of the cell (eps, chip, model, physics, attack) moves the margins of "
+            "nearly every image.", ""]
 
 
 def _wall_time_text(json_path: Path, rows: int) -> str:
