@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 # Images per cell whose outcome (clean or adversarial correctness) may differ from the stored one on another CPU
-# kind, for cells of 1,000 images. Measured: at most 1 per cell over 3 other kernels; 3 leaves room for
+# kind, for cells of 1,000 images. Measured: at most 1 per cell under SkylakeX and Sandybridge; 3 leaves room for
 # kernels not measured.
 TOLERANCE_IMAGES = 3
 # An image's adversarial margin "moved" when it differs by more than this from the stored one (float32 rounding
