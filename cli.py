@@ -19,6 +19,9 @@ import click
 import numpy as np
 
 import nxbar
+from nxbar.attacks import PGD_ALPHA, PGD_STEPS, eps_label
+from nxbar.evaluation import CHIP_SEEDS, MODES
+from nxbar.threats import EOT_SEEDS, TRANSFER_SEED
 
 
 RESUME = "nxbar.resume"  # key in click's context meta: how a command stopped by Ctrl-C goes on
@@ -337,7 +340,7 @@ def _report_table(report) -> str:
 @_fail_cleanly
 def map_command(model, dataset, weights, data, split, n, size, no_cache, batch_size, **physics):
     """Map a model onto crossbars: per-layer report and clean accuracy in software and on the crossbars."""
-    from nxbar.experiments import count_correct
+    from nxbar.evaluation import count_correct
 
     config = _config(size, physics)
     net, meta = _load_model(model, dataset, weights)
@@ -447,7 +450,7 @@ def ans(model, dataset, weights, data, split, n, attack, eps_text, widths, json_
     import json
 
     from nxbar.attacks import parse_fraction
-    from nxbar.experiments import AttackConfig
+    from nxbar.evaluation import AttackConfig
     from nxbar.quanos import DEFAULT_WIDTHS, attack_ans, bits_from_ans
 
     if json_path:
@@ -480,12 +483,14 @@ def ans(model, dataset, weights, data, split, n, attack, eps_text, widths, json_
 @XBAR
 @physics_options
 @click.option("--eps", "eps_text", default="8/255", show_default=True, help="PGD budget in pixel units.")
-@click.option("--steps", type=int, default=10, show_default=True)
-@click.option("--alpha", "alpha_text", default="2/255", show_default=True)
+@click.option("--steps", type=int, default=PGD_STEPS, show_default=True)
+@click.option("--alpha", "alpha_text", default=eps_label("pgd", PGD_ALPHA), show_default=True)
 @click.option("--attack-seed", type=int, default=0, show_default=True, help="Seed of PGD's random start.")
-@click.option("--victims", default="0,1,2", show_default=True, help="Victim chip seeds.")
-@click.option("--eot", default="100,101,102,103", show_default=True, help="Chip seeds the EOT attacker samples.")
-@click.option("--transfer-seed", type=int, default=200, show_default=True, help="Chip the transfer attacker owns.")
+@click.option("--victims", default=",".join(map(str, CHIP_SEEDS)), show_default=True, help="Victim chip seeds.")
+@click.option("--eot", default=",".join(map(str, EOT_SEEDS)), show_default=True,
+              help="Chip seeds the EOT attacker samples.")
+@click.option("--transfer-seed", type=int, default=TRANSFER_SEED, show_default=True,
+              help="Chip the transfer attacker owns.")
 @click.option("--sanity-images", type=click.IntRange(min=1), default=100, show_default=True)
 @click.option("--queries", type=click.IntRange(min=1), default=300, show_default=True,
               help="Queries per image of the gradient-free random-search check.")
@@ -500,7 +505,7 @@ def threats(model, dataset, weights, data, split, n, size, eps_text, steps, alph
     import json
 
     from nxbar.attacks import parse_fraction
-    from nxbar.experiments import AttackConfig
+    from nxbar.evaluation import AttackConfig
     from nxbar.threats import format_report, threat_report
 
     partial = Path(f"{json_path}.partial") if json_path else None
@@ -582,11 +587,13 @@ def cache_clear():
               help="Budget(s), comma-separated, e.g. 2/255,8/255 or 0.1 [default: 8/255 for pgd, 0.1 for fgsm].")
 @click.option("--eps-space", type=click.Choice(["pixel", "normalized"]), default="pixel", show_default=True,
               help="pixel: [0, 1] image units; normalized: units of the normalised input (pixel budget eps*std).")
-@click.option("--steps", type=int, default=10, show_default=True, help="PGD steps.")
-@click.option("--alpha", "alpha_text", default="2/255", show_default=True, help="PGD step size (same units as eps).")
+@click.option("--steps", type=int, default=PGD_STEPS, show_default=True, help="PGD steps.")
+@click.option("--alpha", "alpha_text", default=eps_label("pgd", PGD_ALPHA), show_default=True,
+              help="PGD step size (same units as eps).")
 @click.option("--no-random-start", is_flag=True, help="Start PGD at the clean image.")
 @click.option("--attack-seed", type=int, default=0, show_default=True, help="Seed of PGD's random start.")
-@click.option("--modes", default="sw,sh,hh", show_default=True, help="Any of sw, sh, hh, comma-separated.")
+@click.option("--modes", default=",".join(MODES).lower(), show_default=True,
+              help="Any of sw, sh, hh, comma-separated.")
 @click.option("--input-bits", type=int, default=None,
               help="Input pixel discretization to 2^B levels in front of every model (docs/protocol.md section 6.1; "
                    "straight-through gradient).")
@@ -607,21 +614,22 @@ def evaluate(model, dataset, weights, data, split, n, size, attack, eps_text, ep
     """Attack in the SW, SH and HH modes and print CA, AA and AL (docs/protocol.md sections 5 and 7)."""
     import json
 
-    from nxbar.attacks import eps_label, parse_fraction
-    from nxbar.experiments import MODES, AttackConfig, evaluate_modes
+    from nxbar.attacks import parse_fraction
+    from nxbar.evaluation import AttackConfig, evaluate_modes, mode_names
     from nxbar.weights import resolve_weights, weight_paths
 
     if json_path:
         _output_path(json_path, "--json")
     t0 = time.perf_counter()
     config = _config(size, physics)
-    mode_list = [m.strip().lower() for m in modes.split(",") if m.strip()]
+    try:
+        mode_list = mode_names(m for m in modes.split(",") if m.strip())
+    except ValueError:
+        raise ValueError(f"--modes {modes!r}: allowed modes are {', '.join(MODES).lower()}") from None
     eps_list = [parse_fraction(t, "eps") for t in (eps_text or ("8/255" if attack == "pgd" else "0.1")).split(",")]
     alpha = parse_fraction(alpha_text, "alpha")
     attacks = [AttackConfig(attack=attack, eps=e, eps_space=eps_space, steps=steps, alpha=alpha,
                             random_start=not no_random_start, seed=attack_seed) for e in eps_list]
-    if not mode_list or any(m not in MODES for m in mode_list):
-        raise ValueError(f"--modes {modes!r}: allowed modes are {', '.join(MODES)}")
     if sanity_images and attack != "pgd":
         raise ValueError(f"--sanity-images {sanity_images} needs --attack pgd (the checks vary PGD), "
                          f"got --attack {attack}")
@@ -630,7 +638,7 @@ def evaluate(model, dataset, weights, data, split, n, size, attack, eps_text, ep
     ds = _load_data(data, split, n, net)
     timings = {"load_s": time.perf_counter() - t0}
     mapped = None
-    if any(m in mode_list for m in ("sh", "hh")):
+    if any(m in mode_list for m in ("SH", "HH")):
         t = time.perf_counter()
         mapped = _map(net, config, not no_cache)
         timings["map_s"] = time.perf_counter() - t
@@ -717,7 +725,6 @@ def reproduce(name, list_only, write_report, draw_figures, quick, n, out):
     """Run experiment NAME of the study, resuming from the cells already stored (Ctrl-C keeps the finished
     cells: the same command run again goes on from them)."""
     from nxbar import reproduce as rp
-    from nxbar.attacks import eps_label
 
     out = Path(out).absolute()
     if not list_only:  # every other use writes there

@@ -40,7 +40,7 @@ from nxbar.attacks import eps_label
 from nxbar.crossbar.config import PARASITIC_FIELDS, CrossbarConfig
 from nxbar.crossbar.mapped import map_model, random_tile_nf
 from nxbar.defences import InputDiscretization
-from nxbar.experiments import AttackConfig, adversarial_memoised, count_correct
+from nxbar.evaluation import CHIP_SEEDS, MODES, AttackConfig, adversarial_memoised, count_correct, metrics
 from nxbar.files import atomic_write_text, drop_torn_row
 from nxbar.models.arch import mvm_names
 from nxbar.sanity import describe
@@ -52,7 +52,6 @@ PAPER_SOURCE = REPO.parent / "shared" / "paper"
 DEFAULT_OUT = REPO / "reference_results"
 DATASET = "cifar10"  # CIFAR-10 is the stated substitute for CIFAR-100 (VGG16, Figs. 5, 6)
 SIZES = (16, 32, 64)
-CHIP_SEEDS = (0, 1, 2)
 QUICK_N = 16
 FGSM_EPS = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3)
 PGD_EPS = tuple(k / 255 for k in (2, 4, 8, 16, 32))
@@ -114,10 +113,10 @@ def _attack_cells(model, attack, eps_list, *, eps_spaces=("pixel",), sizes=SIZES
     for space in eps_spaces:
         for eps in eps_list:
             a = AttackConfig(attack=attack, eps=eps, eps_space=space)
-            cells.append(Cell(model, None, "SW", a, input_bits=input_bits))
+            cells.append(Cell(model, None, MODES[0], a, input_bits=input_bits))
             cells += [Cell(model, size, mode, a, physics, seed, input_bits=input_bits)
                       for size in sizes for physics in physics_list for seed in _seeds(attack, eps, seeded)
-                      for mode in ("SH", "HH")]
+                      for mode in MODES[1:]]
     return cells
 
 
@@ -307,13 +306,13 @@ class _Runner:
             return {"n": "", "nf": next(r["nf"] for r in report if r["name"] == cell.layer)}
         net = self.network(cell)
         ca = self.clean_correct(cell, net)
-        out = {"n": n, "clean_correct": ca, "CA": 100.0 * ca / n}
+        out = {"n": n, "clean_correct": ca, **metrics(n, ca)}
         if cell.size is not None and (bits := self.config(cell).layer_bits) is not None:
             out["layer_bits"] = "/".join(str(b) for b in bits)
         if cell.mode == "clean":
             return out
         aa = count_correct(net, self.adversarial_inputs(cell, net), self.labels)
-        return {**out, "adv_correct": aa, "AA": 100.0 * aa / n, "AL": 100.0 * (ca - aa) / n}
+        return {**out, "adv_correct": aa, **metrics(n, ca, aa)}
 
 
 def _stored_elsewhere(out: Path, name: str, quick: bool, n: int, base_physics, hashes: dict) -> dict[tuple, tuple]:

@@ -63,7 +63,7 @@ def margins(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
 
 
 def _logits(net, images: np.ndarray, batch_size: int = 200) -> np.ndarray:
-    from nxbar.experiments import as_float
+    from nxbar.evaluation import as_float
 
     return np.concatenate([net.forward(as_float(images[s : s + batch_size], net.dtype))
                            for s in range(0, len(images), batch_size)])

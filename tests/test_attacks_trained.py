@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from nxbar.data import load_dataset
-from nxbar.experiments import AttackConfig, count_correct, make_adversarial
+from nxbar.evaluation import AttackConfig, count_correct, make_adversarial
 from nxbar.weights import load_model, resolve_weights, weight_paths
 
 N = 64  # images of the fixed batch

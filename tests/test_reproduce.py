@@ -7,11 +7,11 @@ import json
 import numpy as np
 import pytest
 
-import nxbar.experiments as ex
+import nxbar.evaluation as ex
 import nxbar.reproduce as rp
 from nxbar.attacks import eps_label
 from nxbar.crossbar.config import PARASITIC_FIELDS
-from nxbar.experiments import count_correct
+from nxbar.evaluation import count_correct
 from nxbar.models.vgg import random_params
 from nxbar.weights import WeightFileError, file_sha256, load_model, save_weights
 
@@ -173,7 +173,7 @@ def test_fgsm_gradients_are_computed_once_per_network_and_serve_every_eps(vgg8_w
     transform), and every cell's adversarial inputs equal FGSM run afresh on that cell's attacker."""
     from nxbar.attacks import fgsm, pixel_budget
     from nxbar.data import load_dataset
-    from nxbar.experiments import as_float
+    from nxbar.evaluation import as_float
 
     def chip(net, config, **_):  # a different network per chip seed, without circuit solves
         rng = np.random.default_rng(config.seed)

@@ -31,7 +31,7 @@ sys.path.insert(0, str(REPO))
 import nxbar  # noqa: E402
 import nxbar.reproduce as rp  # noqa: E402
 from nxbar import reproducibility as rx  # noqa: E402
-from nxbar.experiments import as_float  # noqa: E402
+from nxbar.evaluation import as_float  # noqa: E402
 
 # The stored cells recomputed here: FGSM (one gradient per image) at 0.1, software and 16x16 crossbars,
 # full-precision and QUANOS networks.
