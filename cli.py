@@ -724,7 +724,7 @@ def evaluate(model, dataset, weights, data, split, n, size, attack, eps_text, ep
 def reproduce(name, list_only, write_report, draw_figures, quick, n, out):
     """Run experiment NAME of the study, resuming from the cells already stored (Ctrl-C keeps the finished
     cells: the same command run again goes on from them)."""
-    from nxbar import reproduce as rp
+    from nxbar.study import report as rp
 
     out = Path(out).absolute()
     if not list_only:  # every other use writes there
@@ -735,7 +735,7 @@ def reproduce(name, list_only, write_report, draw_figures, quick, n, out):
             stored = sum(rp.row_key(r) in grid for r in rp.read_rows(out / f"{key}.csv"))
             click.echo(f"{key:7s} {len(grid):4d} cells {stored:4d} stored  {description}")
     elif draw_figures:
-        from nxbar.figures import draw_all
+        from nxbar.study.figures import draw_all
 
         try:
             paths = draw_all(out)

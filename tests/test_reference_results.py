@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import nxbar.reproduce as rp
+import nxbar.study.report as rp
 from nxbar import reproducibility as rx
 from nxbar.crossbar.config import CrossbarConfig
 from nxbar.experiments import AttackConfig
@@ -122,7 +122,7 @@ CROSS_KERNEL_CELL = ("table3", {"model": "vgg8q", "mode": "HH", "xbar": "16", "e
 _OUTCOMES_IN_A_SUBPROCESS = """
 import sys, numpy as np
 sys.path.insert(0, sys.argv[1])
-import nxbar.reproduce as rp
+import nxbar.study.report as rp
 from nxbar import reproducibility as rx
 name, match = {cell!r}
 row = next(r for r in rp.read_rows(rp.DEFAULT_OUT / f"{{name}}.csv") if all(r[k] == v for k, v in match.items()))
@@ -136,7 +136,7 @@ def test_a_cell_on_another_blas_kernel_stays_within_the_tolerance(kernel, tmp_pa
     """The QUANOS HH cell, whose count moves on some kernels, computed with OpenBLAS forced to `kernel`."""
     out = tmp_path / "outcomes.npz"
     code = _OUTCOMES_IN_A_SUBPROCESS.format(cell=CROSS_KERNEL_CELL)
-    done = subprocess.run([sys.executable, "-c", code, str(Path(rp.__file__).parents[1]), str(tmp_path), str(out)],
+    done = subprocess.run([sys.executable, "-c", code, str(Path(rp.__file__).parents[2]), str(tmp_path), str(out)],
                           env={**os.environ, "OPENBLAS_CORETYPE": kernel}, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     with np.load(out) as f:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import nxbar.evaluation as ex
-import nxbar.reproduce as rp
+import nxbar.study.report as rp
 from nxbar.attacks import eps_label
 from nxbar.crossbar.config import PARASITIC_FIELDS
 from nxbar.evaluation import count_correct

@@ -29,7 +29,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import nxbar  # noqa: E402
-import nxbar.reproduce as rp  # noqa: E402
+import nxbar.study.report as rp  # noqa: E402
 from nxbar import reproducibility as rx  # noqa: E402
 from nxbar.evaluation import as_float  # noqa: E402
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nxbar import reproduce
+from nxbar.study import report as reproduce
 from nxbar.attacks import eps_label
 
 RESULT_COLUMNS = frozenset(reproduce.COLUMNS) - frozenset(reproduce.KEY_COLUMNS)

@@ -47,7 +47,7 @@ from nxbar.sanity import describe
 from nxbar.threats import KNOWS, robustness
 from nxbar.weights import WeightFileError, file_sha256, layer_bits, load_model, resolve_weights, weight_paths
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 PAPER_SOURCE = REPO.parent / "shared" / "paper"
 DEFAULT_OUT = REPO / "reference_results"
 DATASET = "cifar10"  # CIFAR-10 is the stated substitute for CIFAR-100 (VGG16, Figs. 5, 6)
@@ -413,7 +413,7 @@ def run(name: str, *, quick: bool = False, n: int | None = None, out: str | Path
         }
         if finished:
             try:  # the figure is secondary to the CSV: matplotlib is an optional extra
-                from nxbar.figures import draw
+                from nxbar.study.figures import draw
 
                 record["figure"] = str(draw(name, read_rows(csv_path), stem.with_suffix(".png")))
             except ImportError as err:

@@ -1,0 +1,1 @@
+"""The study's reproduction (docs/protocol.md sections 9 and 10)."""
