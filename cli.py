@@ -720,33 +720,34 @@ def evaluate(model, dataset, weights, data, split, n, size, attack, eps_text, ep
 @click.option("--out", type=click.Path(file_okay=False), default="reference_results", show_default=True,
               help="Results folder, relative to the current folder (created if missing); run from a checkout's "
                    "root to extend its stored results.")
+@click.option("--paper", type=click.Path(exists=True, file_okay=False), default=None,
+              help="With --report: copy the paper's tables (*.csv) from this folder into OUT/paper/ first "
+                   "[default: OUT/paper/ as it is; reference_results/paper/ holds them].")
 @_fail_cleanly
-def reproduce(name, list_only, write_report, draw_figures, quick, n, out):
+def reproduce(name, list_only, write_report, draw_figures, quick, n, out, paper):
     """Run experiment NAME of the study, resuming from the cells already stored (Ctrl-C keeps the finished
     cells: the same command run again goes on from them)."""
-    from nxbar.study import report as rp
+    from nxbar.study import figures, grid, report, results, runner
 
     out = Path(out).absolute()
     if not list_only:  # every other use writes there
         _output_path(out, "--out", folder=True)
     if list_only:
-        for key, description in rp.EXPERIMENTS.items():
-            grid = {c.key() for c in rp.experiment_cells(key)}
-            stored = sum(rp.row_key(r) in grid for r in rp.read_rows(out / f"{key}.csv"))
-            click.echo(f"{key:7s} {len(grid):4d} cells {stored:4d} stored  {description}")
+        for key, description in grid.EXPERIMENTS.items():
+            cells = {c.key() for c in grid.experiment_cells(key)}
+            stored = sum(results.row_key(r) in cells for r in results.read_rows(out / f"{key}.csv"))
+            click.echo(f"{key:7s} {len(cells):4d} cells {stored:4d} stored  {description}")
     elif draw_figures:
-        from nxbar.study.figures import draw_all
-
         try:
-            paths = draw_all(out)
+            paths = figures.draw_all(out)
         except ImportError as err:  # matplotlib, an optional extra, is missing
             raise ValueError(str(err)) from None
         for path in paths:
             click.echo(f"wrote {path}")
     elif write_report:
-        if not (out / "paper").is_dir():
-            rp.copy_paper_tables(out=out)
-        click.echo(f"wrote {rp.report(out)}")
+        if paper is not None:
+            results.copy_paper_tables(paper, out)
+        click.echo(f"wrote {report.write_report(out)}")
     elif name is None:
         raise ValueError("give an experiment NAME (see --list), --list or --report")
     else:
@@ -762,7 +763,7 @@ def reproduce(name, list_only, write_report, draw_figures, quick, n, out):
                      cell.size and f"chip {cell.seed}", cell.layer, f"({(time.perf_counter() - t0) / 60:.1f} min so far)"]
             click.echo(f"[{i}/{total}] " + " ".join(p for p in parts if p), err=True)
 
-        path = rp.run(name, quick=quick, n=n, out=out, progress=progress)
+        path = runner.run(name, out, quick=quick, n=n, progress=progress, draw=figures.draw)
         click.echo(f"wrote {path} and {path.with_suffix('.json')}")
 
 

@@ -70,7 +70,7 @@ def _logits(net, images: np.ndarray, batch_size: int = 200) -> np.ndarray:
 
 
 def outcomes(runner, cell) -> dict[str, np.ndarray]:
-    """Per-image outcomes of `cell` on the runner's images (nxbar.study.report's _Runner): clean_correct and
+    """Per-image outcomes of `cell` on the runner's images (`nxbar.study.runner.Runner`): clean_correct and
     adv_correct (bool), adv_margin (float64). Their sums are the cell's clean_correct and adv_correct counts."""
     net = runner.network(cell)
     clean = margins(_logits(net, runner.images), runner.labels)

@@ -292,7 +292,7 @@ def _not_before_the_check(*args, **kwargs):
         (["spice", "-o", "{missing}/t.cir"],
          "nxbar.crossbar.spice.netlist", "-o {missing}/t.cir: the folder {missing} does not exist"),
         (["reproduce", "table2", "--quick", "--out", "{file}/results"],
-         "nxbar.study.report.run", "--out {file}/results: {file} is not a writable folder"),
+         "nxbar.study.runner.run", "--out {file}/results: {file} is not a writable folder"),
     ],
 )
 def test_output_paths_are_checked_before_computing(run, weights, tmp_path, monkeypatch, args, computes, message):
@@ -340,15 +340,15 @@ def test_a_file_error_after_the_computation_is_exit_1_without_usage(run, weights
 def test_reproduce_writes_below_the_current_folder_by_default(run, tmp_path, monkeypatch):
     from pathlib import Path
 
-    import nxbar.study.report as rp
+    from nxbar.study import runner as study_runner
 
     folders = []
 
-    def stored(name, *, out, **kwargs):
+    def stored(name, out, **kwargs):
         folders.append(out)
         return Path(out) / f"{name}.csv"
 
-    monkeypatch.setattr(rp, "run", stored)
+    monkeypatch.setattr(study_runner, "run", stored)
     monkeypatch.chdir(tmp_path)
     out = run("reproduce", "table2")
     assert out.exit_code == 0, out.output
