@@ -20,7 +20,7 @@ import numpy as np
 
 import nxbar
 from nxbar.attacks import PGD_ALPHA, PGD_STEPS, eps_label
-from nxbar.evaluation import CHIP_SEEDS, MODES
+from nxbar.evaluation import CHIP_SEEDS, MODES, AttackConfig
 from nxbar.threats import EOT_SEEDS, TRANSFER_SEED
 
 
@@ -187,6 +187,22 @@ DATA = click.option(
 SPLIT = click.option("--split", default="test", show_default=True, help="Split of --data to read.")
 N_IMAGES = click.option("--n", "n", type=int, default=None, help="Use the first N images (default: all).")
 XBAR = click.option("--xbar", "size", type=int, default=32, show_default=True, help="Crossbar size (rows = columns).")
+
+
+QUERIES = click.option("--queries", type=click.IntRange(min=1), default=300, show_default=True,
+                       help="Queries per image of the sanity checks' gradient-free random search.")
+
+
+def pgd_options(command):
+    """--steps, --alpha and --attack-seed: PGD's settings, defaults from nxbar.attacks and AttackConfig."""
+    options = (click.option("--steps", type=int, default=PGD_STEPS, show_default=True, help="PGD steps."),
+               click.option("--alpha", "alpha_text", default=eps_label("pgd", PGD_ALPHA), show_default=True,
+                            help="PGD step size (same units as eps)."),
+               click.option("--attack-seed", type=int, default=AttackConfig.seed, show_default=True,
+                            help="Seed of PGD's random start."))
+    for option in reversed(options):
+        command = option(command)
+    return command
 
 
 def model_and_data_options(command):
@@ -450,7 +466,6 @@ def ans(model, dataset, weights, data, split, n, attack, eps_text, widths, json_
     import json
 
     from nxbar.attacks import parse_fraction
-    from nxbar.evaluation import AttackConfig
     from nxbar.quanos import DEFAULT_WIDTHS, attack_ans, bits_from_ans
 
     if json_path:
@@ -483,17 +498,14 @@ def ans(model, dataset, weights, data, split, n, attack, eps_text, widths, json_
 @XBAR
 @physics_options
 @click.option("--eps", "eps_text", default="8/255", show_default=True, help="PGD budget in pixel units.")
-@click.option("--steps", type=int, default=PGD_STEPS, show_default=True)
-@click.option("--alpha", "alpha_text", default=eps_label("pgd", PGD_ALPHA), show_default=True)
-@click.option("--attack-seed", type=int, default=0, show_default=True, help="Seed of PGD's random start.")
+@pgd_options
 @click.option("--victims", default=",".join(map(str, CHIP_SEEDS)), show_default=True, help="Victim chip seeds.")
 @click.option("--eot", default=",".join(map(str, EOT_SEEDS)), show_default=True,
               help="Chip seeds the EOT attacker samples.")
 @click.option("--transfer-seed", type=int, default=TRANSFER_SEED, show_default=True,
               help="Chip the transfer attacker owns.")
 @click.option("--sanity-images", type=click.IntRange(min=1), default=100, show_default=True)
-@click.option("--queries", type=click.IntRange(min=1), default=300, show_default=True,
-              help="Queries per image of the gradient-free random-search check.")
+@QUERIES
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,
               help="Write the report here; finished attackers are kept in JSON.partial meanwhile, and a run "
                    "stopped part-way (Ctrl-C, a lost session) resumes from it when run again with the same options.")
@@ -505,7 +517,7 @@ def threats(model, dataset, weights, data, split, n, size, eps_text, steps, alph
     import json
 
     from nxbar.attacks import parse_fraction
-    from nxbar.evaluation import AttackConfig
+    from nxbar.files import Partial
     from nxbar.threats import format_report, threat_report
 
     partial = Path(f"{json_path}.partial") if json_path else None
@@ -531,34 +543,20 @@ def threats(model, dataset, weights, data, split, n, size, eps_text, steps, alph
         "model": model, "data": ds.source, "n_images": int(len(ds.labels)), "npz_sha256": meta["npz_sha256"],
         "config": config.as_dict(), "attack": attack.as_dict(), "victims": seeds["--victims"],
         "eot": seeds["--eot"], "transfer_seed": transfer_seed, "sanity_images": sanity_images, "queries": queries}))
-    done, earlier_s, t0 = None, 0.0, time.perf_counter()
-    if partial is not None and partial.exists():
-        stored = json.loads(partial.read_text())
-        if stored["run"] != run_key:
-            differ = sorted(k for k in run_key if stored["run"].get(k) != run_key[k])
-            raise ValueError(f"{partial} holds a stopped run with other {', '.join(differ)}; delete it to start "
-                             f"again, or rerun with the same options to resume it")
-        done, earlier_s = stored["part"], stored["wall_time_s"]
+    stopped = Partial(partial, run_key) if partial else None
+    done = stopped.load() if stopped else None
+    if done is not None:
         click.echo(f"resuming from {partial}: {len(done['rows']) // 2} attacker(s) and "
                    f"{len(done['checks'])} sanity target(s) done", err=True)
-
-    def elapsed_s():  # this run's time plus the stopped runs' it resumes
-        return earlier_s + time.perf_counter() - t0
-
-    def keep(part):  # a kill leaves the old or the new file, never half of one
-        from nxbar.files import atomic_write_text
-
-        atomic_write_text(partial, json.dumps({"run": run_key, "part": part, "wall_time_s": elapsed_s()}))
-
     report = threat_report(net, config, ds.images, ds.labels, attack, victim_seeds=seeds["--victims"],
                            eot_seeds=seeds["--eot"], transfer_seed=transfer_seed, sanity_images=sanity_images,
-                           queries=queries, progress=_bar, done=done, on_part=keep if partial else None)
+                           queries=queries, progress=_bar, done=done, on_part=stopped.keep if stopped else None)
     click.echo(f"{net.arch} on {ds.source}, {len(ds.labels)} images, {size}x{size} crossbars")
     click.echo(format_report(report))
     if json_path:
         with open(json_path, "w") as f:
             json.dump({"command": "nxbar " + " ".join(sys.argv[1:]), **report, **run_key,
-                       "wall_time_s": elapsed_s(), "versions": nxbar.versions()}, f, indent=2)
+                       "wall_time_s": stopped.elapsed_s(), "versions": nxbar.versions()}, f, indent=2)
         partial.unlink(missing_ok=True)
         click.echo(f"wrote {json_path}")
 
@@ -587,11 +585,8 @@ def cache_clear():
               help="Budget(s), comma-separated, e.g. 2/255,8/255 or 0.1 [default: 8/255 for pgd, 0.1 for fgsm].")
 @click.option("--eps-space", type=click.Choice(["pixel", "normalized"]), default="pixel", show_default=True,
               help="pixel: [0, 1] image units; normalized: units of the normalised input (pixel budget eps*std).")
-@click.option("--steps", type=int, default=PGD_STEPS, show_default=True, help="PGD steps.")
-@click.option("--alpha", "alpha_text", default=eps_label("pgd", PGD_ALPHA), show_default=True,
-              help="PGD step size (same units as eps).")
+@pgd_options
 @click.option("--no-random-start", is_flag=True, help="Start PGD at the clean image.")
-@click.option("--attack-seed", type=int, default=0, show_default=True, help="Seed of PGD's random start.")
 @click.option("--modes", default=",".join(MODES).lower(), show_default=True,
               help="Any of sw, sh, hh, comma-separated.")
 @click.option("--input-bits", type=int, default=None,
@@ -603,8 +598,7 @@ def cache_clear():
               help="Also run the gradient-masking sanity checks (Carlini et al.) of the PGD attack (first eps) on "
                    "the first N images, on the software model and on the chip: about 16 PGD runs and a "
                    "random search each. 0: not run.")
-@click.option("--queries", type=click.IntRange(min=1), default=300, show_default=True,
-              help="Queries per image of the sanity checks' gradient-free random search.")
+@QUERIES
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,
               help="Write results, full configuration, weight hash, versions and timings here.")
 @_fail_cleanly
@@ -615,7 +609,9 @@ def evaluate(model, dataset, weights, data, split, n, size, attack, eps_text, ep
     import json
 
     from nxbar.attacks import parse_fraction
-    from nxbar.evaluation import AttackConfig, evaluate_modes, mode_names
+    from nxbar.evaluate_run import evaluate_record, evaluate_run
+    from nxbar.evaluation import mode_names
+    from nxbar.sanity import format_checks
     from nxbar.weights import resolve_weights, weight_paths
 
     if json_path:
@@ -636,72 +632,36 @@ def evaluate(model, dataset, weights, data, split, n, size, attack, eps_text, ep
     net, meta = _load_model(model, dataset, weights)
     config = _for_weights(config, meta)
     ds = _load_data(data, split, n, net)
-    timings = {"load_s": time.perf_counter() - t0}
-    mapped = None
-    if any(m in mode_list for m in ("SH", "HH")):
-        t = time.perf_counter()
-        mapped = _map(net, config, not no_cache)
-        timings["map_s"] = time.perf_counter() - t
-    victims, defence = (net, mapped), None
-    if input_bits is not None:
-        from nxbar.defences import InputDiscretization
-
-        victims = tuple(None if m is None else InputDiscretization(m, input_bits) for m in victims)
-        defence = victims[0]
-    t = time.perf_counter()
-    rows = evaluate_modes(*victims, ds.images, ds.labels, attacks, modes=tuple(mode_list), batch_size=batch_size,
-                          progress=_bar)
-    timings["attack_s"] = time.perf_counter() - t
-    sanity = None
-    if sanity_images:
-        from nxbar.sanity import sanity_checks
-
-        t = time.perf_counter()
-        targets = {"software": victims[0], **({f"chip {config.seed}": victims[1]} if victims[1] is not None else {})}
-        k = min(sanity_images, len(ds.labels))
-        sanity = {name: [c.as_dict() for c in sanity_checks(m, ds.images[:k], ds.labels[:k], attacks[0], queries=queries,
-                                                            label=f"sanity checks [{name}]", progress=_bar)]
-                  for name, m in targets.items()}
-        timings["sanity_s"] = time.perf_counter() - t
-    timings["total_s"] = time.perf_counter() - t0
+    load_s = time.perf_counter() - t0
+    result = evaluate_run(net, ds.images, ds.labels, attacks, config=config, modes=mode_list,
+                          map_fn=lambda net, config: _map(net, config, not no_cache), input_bits=input_bits,
+                          batch_size=batch_size, sanity_images=sanity_images, queries=queries, progress=_bar)
+    timings = {"load_s": load_s, **result.timings, "total_s": time.perf_counter() - t0}
 
     attack_desc = attack.upper() + (f", {steps} steps, alpha {alpha_text}, "
                                     f"{'no random start' if no_random_start else f'random start seed {attack_seed}'}"
                                     if attack == "pgd" else "")
     click.echo(f"{meta.get('model', net.arch)} ({meta['dataset']}) on {ds.source}, {len(ds.labels)} images; {attack_desc}; eps in {eps_space} units")
-    if defence is not None:
-        click.echo(defence.describe())
-    if mapped is not None:
+    if result.defence is not None:
+        click.echo(result.defence.describe())
+    if result.mapped is not None:
         click.echo(f"crossbars {size}x{size}, chip seed {config.seed}: " +
                    ", ".join(f"{k}={v}" for k, v in config.as_dict().items() if k not in ("size", "seed")))
     click.echo(f"{'mode':5s} {'eps':>8s} {'CA %':>7s} {'AA %':>7s} {'AL %':>7s}")
-    for r in rows:
+    for r in result.rows:
         click.echo(f"{r['mode']:5s} {eps_label(attack, r['eps']):>8s} {r['CA']:7.2f} {r['AA']:7.2f} {r['AL']:7.2f}")
-    if sanity is not None:
-        from nxbar.sanity import format_checks
-
-        click.echo(f"gradient-masking sanity checks, PGD eps {eps_label(attack, eps_list[0])}, first {k} images:")
-        click.echo("\n".join(format_checks(sanity)))
+    if result.sanity is not None:
+        click.echo(f"gradient-masking sanity checks, PGD eps {eps_label(attack, eps_list[0])}, "
+                   f"first {result.sanity_images} images:")
+        click.echo("\n".join(format_checks(result.sanity)))
     elif attack == "pgd":
         click.echo("gradient-masking sanity checks: not run (--sanity-images N runs them)")
     click.echo(f"time: {timings['total_s']:.1f} s")
     if json_path:
-        npz_path = weight_paths(weights or resolve_weights(model, dataset))[0]
-        record = {
-            "command": "nxbar " + " ".join(sys.argv[1:]),
-            "model": {"name": meta.get("model", net.arch), "arch": net.arch, "dataset": meta["dataset"],
-                      "weights": str(npz_path),
-                      "npz_sha256": meta["npz_sha256"]},
-            "data": {"source": ds.source, "n_images": int(len(ds.labels))},
-            "crossbar": config.as_dict() if mapped is not None else None,
-            "mapping_report": mapped.report if mapped is not None else None,
-            "defence": defence.as_dict() if defence is not None else None,
-            "attacks": [a.as_dict() for a in attacks],
-            "results": rows,
-            "sanity": sanity,
-            "timings": timings,
-            "versions": nxbar.versions(),
-        }
+        record = evaluate_record(result, command="nxbar " + " ".join(sys.argv[1:]), net=net, meta=meta,
+                                 weights_path=weight_paths(weights or resolve_weights(model, dataset))[0],
+                                 source=ds.source, n_images=len(ds.labels), config=config, attacks=attacks,
+                                 timings=timings)
         with open(json_path, "w") as f:
             json.dump(record, f, indent=2)
         click.echo(f"wrote {json_path}")

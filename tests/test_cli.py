@@ -284,7 +284,7 @@ def _not_before_the_check(*args, **kwargs):
     "args, computes, message",
     [
         (["evaluate", "--weights", "{weights}", "--modes", "sw", "--n", 2, "--json", "{missing}/r.json"],
-         "nxbar.evaluation.evaluate_modes", "--json {missing}/r.json: the folder {missing} does not exist"),
+         "nxbar.evaluate_run.evaluate_modes", "--json {missing}/r.json: the folder {missing} does not exist"),
         (["ans", "--weights", "{weights}", "--n", 2, "--json", "{missing}/a.json"],
          "nxbar.quanos.attack_ans", "--json {missing}/a.json: the folder {missing} does not exist"),
         (["threats", "--weights", "{weights}", "--n", 2, "--json", "{file}/t.json"],
@@ -319,17 +319,17 @@ def test_an_unwritable_cache_is_refused_before_mapping(run, weights, tmp_path, m
 def test_a_file_error_after_the_computation_is_exit_1_without_usage(run, weights, tmp_path, monkeypatch):
     import shutil
 
-    import nxbar.evaluation
+    import nxbar.evaluate_run
 
     folder = tmp_path / "results"
     folder.mkdir()
-    real = nxbar.evaluation.evaluate_modes
+    real = nxbar.evaluate_run.evaluate_modes
 
     def folder_removed_meanwhile(*args, **kwargs):
         shutil.rmtree(folder)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(nxbar.evaluation, "evaluate_modes", folder_removed_meanwhile)
+    monkeypatch.setattr(nxbar.evaluate_run, "evaluate_modes", folder_removed_meanwhile)
     out = run("evaluate", "--weights", weights, "--modes", "sw", "--n", 2, "--steps", 1, "--json", folder / "r.json")
     assert out.exit_code == 1, out.output
     assert f"Error: [Errno 2] No such file or directory: '{folder / 'r.json'}'" in out.stderr
