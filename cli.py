@@ -157,7 +157,7 @@ def _for_weights(config, meta):
 
 
 def _load_data(data: str, split: str, n: int | None, model):
-    from nxbar.data import load_dataset, match_classes
+    from nxbar.data.load import load_dataset, match_classes
 
     ds = match_classes(load_dataset(data, split=split), model.class_names)
     if n is not None:
@@ -225,7 +225,7 @@ def info():
     import json
 
     from nxbar.cache import cache_dir
-    from nxbar.data import embedded_path
+    from nxbar.data.load import embedded_path
     from nxbar.models.arch import ARCHITECTURES, param_shapes
     from nxbar.weights import shipped_weights_dir
 

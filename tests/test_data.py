@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from nxbar import data
-from nxbar.data import (Dataset, embedded_path, load_cifar, load_dataset, load_image_folder, load_tiny_imagenet,
+from nxbar.data import load as data
+from nxbar.data.load import (Dataset, embedded_path, load_cifar, load_dataset, load_image_folder, load_tiny_imagenet,
                         match_classes)
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"

@@ -105,7 +105,7 @@ def test_quick_run_rows_json_and_resume(tmp_path, vgg8_weights, monkeypatch):
         assert al == pytest.approx(ca - aa, abs=1e-12)
         assert ca == 100 * int(r["clean_correct"]) / 8 and aa == 100 * int(r["adv_correct"]) / 8
     # independent reference: the ideal crossbar maps W' == W, so SH and HH equal SW, and CA is the software count
-    from nxbar.data import load_dataset
+    from nxbar.data.load import load_dataset
 
     ds = load_dataset("embedded")
     net, _ = load_model(vgg8_weights)
@@ -179,7 +179,7 @@ def test_fgsm_gradients_are_computed_once_per_network_and_serve_every_eps(vgg8_w
     """An FGSM eps sweep takes one input gradient per network (software, each chip, with and without an input
     transform), and every cell's adversarial inputs equal FGSM run afresh on that cell's attacker."""
     from nxbar.attacks import fgsm, pixel_budget
-    from nxbar.data import load_dataset
+    from nxbar.data.load import load_dataset
     from nxbar.evaluation import as_float
 
     def chip(net, config, **_):  # a different network per chip seed, without circuit solves
@@ -217,7 +217,7 @@ def test_fgsm_gradients_are_computed_once_per_network_and_serve_every_eps(vgg8_w
 def test_quick_table3_and_fig9_on_ideal_crossbars(tmp_path, vgg8_weights, vgg8q_weights):
     """Ideal crossbars represent W_q exactly at each layer's own bits and discretized inputs pass through the
     same transform on every side, so SH and HH equal SW cell by cell; the counts are checked independently."""
-    from nxbar.data import load_dataset
+    from nxbar.data.load import load_dataset
     from nxbar.defences import InputDiscretization
 
     kw = dict(quick=True, n=8, out=tmp_path, weights={"vgg8": vgg8_weights, "vgg8q": vgg8q_weights},
@@ -606,7 +606,7 @@ def test_the_run_record_is_replaced_whole_and_a_torn_one_is_named(tmp_path, vgg8
 
 
 def test_a_stored_pgd_entry_of_other_arrays_is_made_again(tmp_path, vgg8_weights):
-    from nxbar.data import load_dataset
+    from nxbar.data.load import load_dataset
 
     ds = load_dataset("embedded")
     cell = next(c for c in grid.experiment_cells("fig8a", quick=True) if c.mode == "SH")

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from nxbar.data import load_dataset
+from nxbar.data.load import load_dataset
 from nxbar.evaluation import count_correct
 from nxbar.weights import load_model, shipped_weights_dir, weight_paths
 

@@ -57,7 +57,7 @@ import torch.nn.functional as F
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from nxbar.data import Dataset, load_dataset, load_image_folder  # noqa: E402
+from nxbar.data.load import Dataset, load_dataset, load_image_folder  # noqa: E402
 from nxbar.models.arch import check_arch, param_shapes  # noqa: E402
 from nxbar.crossbar.mapping import quantize_weights  # noqa: E402
 from nxbar.evaluation import AttackConfig  # noqa: E402

@@ -159,7 +159,7 @@ def run(name: str, out: str | Path, *, quick: bool = False, n: int | None = None
     a CSV made on other images or with other weights than its json records is refused. A last CSV row that a
     stopped run left unfinished is dropped, with a warning, and its cell computed again.
     """
-    from nxbar.data import load_dataset
+    from nxbar.data.load import load_dataset
 
     t0 = time.perf_counter()
     cells = experiment_cells(name, quick)
@@ -259,7 +259,7 @@ def cell_runner(name: str, row: dict, *, weights: dict | None = None, cache_dir=
     """(Cell, Runner) of the cell of experiment `name` that the stored CSV `row` describes, on the first n
     embedded images (default: the row's n). The runner also computes cells next to it (`dataclasses.replace`
     of the cell with another chip, attack or physics, or with one of the other `models`), on the same images."""
-    from nxbar.data import load_dataset
+    from nxbar.data.load import load_dataset
 
     key = row_key(row)
     cell = next((c for c in experiment_cells(name) if c.key() == key), None)

@@ -114,7 +114,7 @@ def _describe_array(a) -> str:
 
 def embedded_path() -> Path:
     """Path of the packaged npz with the first 1,000 CIFAR-10 test images (made by tools/make_embedded.py)."""
-    return Path(__file__).resolve().parent / "_data" / EMBEDDED_FILE
+    return Path(__file__).resolve().parents[1] / "_data" / EMBEDDED_FILE
 
 
 def _load_embedded() -> Dataset:
