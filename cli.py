@@ -157,7 +157,8 @@ def _for_weights(config, meta):
 
 
 def _load_data(data: str, split: str, n: int | None, model):
-    from nxbar.data.load import load_dataset, match_classes
+    from nxbar.data.dataset import match_classes
+    from nxbar.data.load import load_dataset
 
     ds = match_classes(load_dataset(data, split=split), model.class_names)
     if n is not None:
