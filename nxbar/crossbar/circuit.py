@@ -53,15 +53,28 @@ MAX_TILE_SIZE = (math.isqrt(4 + 6 * (TILE_SOLVE_LIMIT_BYTES // 8)) - 2) // 6
 # ----------------------------------------------------------------------------------------------
 # Input validation
 # ----------------------------------------------------------------------------------------------
+def check_integer(name, value, low, high=None, prefix="") -> None:
+    """A ValueError "name must be an integer >= low (or in low..high), got value" unless `value` is one (bools
+    are not); `prefix` goes before the allowed range ("None (analog) or ")."""
+    allowed = f"{prefix}an integer >= {low}" if high is None else f"{prefix}an integer in {low}..{high}"
+    ok = isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    if not ok or value < low or (high is not None and value > high):
+        raise ValueError(f"{name} must be {allowed}, got {value!r}")
+
+
+def check_number(name, value, allowed: str, condition) -> None:
+    """A ValueError "name must be <allowed>, got value" unless `value` is a finite real number (not a bool) for
+    which condition(value) holds."""
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or not condition(value):
+        raise ValueError(f"{name} must be {allowed}, got {value!r}")
+
+
 def check_resistances(**resistances) -> dict[str, float]:
     """Each resistance must be a finite real number >= 0 ohm; returns them as floats."""
-    out = {}
     for name, value in resistances.items():
-        ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
-        if not ok or not np.isfinite(value) or value < 0:
-            raise ValueError(f"{name} must be a finite number >= 0 (ohm), got {value!r}")
-        out[name] = float(value)
-    return out
+        check_number(name, value, "a finite number >= 0 (ohm)", lambda v: v >= 0)
+    return {name: float(value) for name, value in resistances.items()}
 
 
 def check_conductances(G, name: str = "G") -> np.ndarray:
@@ -421,8 +434,7 @@ def nonideality_factor(G, T, n_inputs=64, seed=0):
     T = np.asarray(T, dtype=np.float64)
     if T.shape != G.shape or not np.isfinite(T).all():
         raise ValueError(f"T must be finite with the shape of G {G.shape}, got shape {T.shape}")
-    if not isinstance(n_inputs, numbers.Integral) or isinstance(n_inputs, bool) or n_inputs < 1:
-        raise ValueError(f"n_inputs must be an integer >= 1, got {n_inputs!r}")
+    check_integer("n_inputs", n_inputs, 1)
     G3 = G.reshape((-1,) + G.shape[-2:])
     T3 = T.reshape(G3.shape)
     zero = np.argwhere(G3.sum(axis=1) == 0)
