@@ -19,8 +19,8 @@ import click
 import numpy as np
 
 import nxbar
-from nxbar.attacks import PGD_ALPHA, PGD_STEPS, eps_label
-from nxbar.evaluation import CHIP_SEEDS, MODES, AttackConfig
+from nxbar.attacks import EPS_SPACES, PGD_ALPHA, PGD_STEPS, eps_label
+from nxbar.evaluation import ATTACKS, CHIP_SEEDS, MODES, AttackConfig
 from nxbar.threats import EOT_SEEDS, TRANSFER_SEED
 
 
@@ -456,7 +456,7 @@ def grade(assignment, student_files, seed, timeout_s, memory_mib, json_path, csv
 
 @main.command()
 @model_and_data_options
-@click.option("--attack", type=click.Choice(["fgsm", "pgd"]), default="fgsm", show_default=True)
+@click.option("--attack", type=click.Choice(ATTACKS), default="fgsm", show_default=True)
 @click.option("--eps", "eps_text", default="0.1", show_default=True, help="Budget in pixel units, e.g. 0.1 or 8/255.")
 @click.option("--widths", default=None,
               help="Bit widths to hand out, comma-separated [default: nxbar.quanos.DEFAULT_WIDTHS, 2,4].")
@@ -581,10 +581,10 @@ def cache_clear():
 @model_and_data_options
 @XBAR
 @physics_options
-@click.option("--attack", type=click.Choice(["fgsm", "pgd"]), default="pgd", show_default=True)
+@click.option("--attack", type=click.Choice(ATTACKS), default="pgd", show_default=True)
 @click.option("--eps", "eps_text", default=None,
               help="Budget(s), comma-separated, e.g. 2/255,8/255 or 0.1 [default: 8/255 for pgd, 0.1 for fgsm].")
-@click.option("--eps-space", type=click.Choice(["pixel", "normalized"]), default="pixel", show_default=True,
+@click.option("--eps-space", type=click.Choice(EPS_SPACES), default="pixel", show_default=True,
               help="pixel: [0, 1] image units; normalized: units of the normalised input (pixel budget eps*std).")
 @pgd_options
 @click.option("--no-random-start", is_flag=True, help="Start PGD at the clean image.")

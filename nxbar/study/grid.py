@@ -14,8 +14,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from nxbar.attacks import EPS_SPACES
 from nxbar.crossbar.config import PARASITIC_FIELDS, CrossbarConfig
-from nxbar.evaluation import CHIP_SEEDS, MODES, AttackConfig
+from nxbar.evaluation import CHIP_SEEDS, METRICS, MODES, AttackConfig
 from nxbar.models.arch import mvm_names
 
 DATASET = "cifar10"  # CIFAR-10 is the stated substitute for CIFAR-100 (VGG16, Figs. 5, 6)
@@ -30,7 +31,7 @@ PHYSICS_FIELDS = ("r_on_ohm", "r_off_ohm", *PARASITIC_FIELDS, "sigma", "bits")
 KEY_COLUMNS = ("model", "dataset", "xbar", "mode", "layer", "input_bits", *PHYSICS_FIELDS, "chip_seed",
                "attack", "eps", "eps_space", "steps", "alpha", "random_start", "attack_seed")
 # layer_bits: the per-layer precision a hybrid-precision model's weight file gave its crossbars ('/'-joined)
-COLUMNS = (*KEY_COLUMNS, "layer_bits", "n", "clean_correct", "adv_correct", "CA", "AA", "AL", "nf")
+COLUMNS = (*KEY_COLUMNS, "layer_bits", "n", "clean_correct", "adv_correct", *METRICS, "nf")
 INPUT_BITS = (8, 4, 2)  # Fig. 9 input discretization widths; Fig. 10 uses 4
 
 
@@ -110,7 +111,7 @@ def experiment_cells(name: str, quick: bool = False) -> list[Cell]:
     """The grid of experiment `name` (see EXPERIMENTS); `quick` = a small smoke version of it."""
     q = quick
     fgsm_eps, pgd_eps = ((0.1,), (8 / 255,)) if q else (FGSM_EPS, PGD_EPS)
-    spaces = ("pixel",) if q else ("pixel", "normalized")
+    spaces = EPS_SPACES[:1] if q else EPS_SPACES
     sizes = (64,) if q else SIZES
     ratios = (10, 2000) if q else ON_OFF_RATIOS
     grids = {

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from nxbar.attacks import eps_label
+from nxbar.evaluation import METRICS
 from nxbar.sanity import describe
 from nxbar.study.claims import (C6_TOLERANCE_PP, C7_FLAT_PP, C9_SATURATION_PP, CLAIMS, SATURATED_AA_PCT,
                                 saturated_failures, verdicts, verdicts_in_aa)
@@ -181,12 +182,12 @@ def _main_command_section(out: Path, root: Path) -> list[str]:
     for name, r in records.items():
         t = r["timings"]
         body = [[row["mode"], eps_label(row["attack"], row["eps"]) + f" ({row['eps_space']})",
-                 *(f"{row[k]:.2f}" for k in ("CA", "AA", "AL"))] for row in r["results"]]
+                 *(f"{row[k]:.2f}" for k in METRICS)] for row in r["results"]]
         lines += [f"`{r['command']}` ({name}): {r['model']['name']} on {r['data']['n_images']} images of "
                   f"{_relative(r['data']['source'], root)}; wall time {t['total_s']:.0f} s "
                   f"(mapping {t.get('map_s', 0):.0f} s, attacks and evaluation {t['attack_s']:.0f} s), "
                   f"nxbar {r['versions'].get('nxbar', '?')}.", "",
-                  _markdown(["mode", "eps", "CA", "AA", "AL"], body), ""]
+                  _markdown(["mode", "eps", *METRICS], body), ""]
     return lines
 
 
