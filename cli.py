@@ -718,11 +718,7 @@ def reproduce(name, list_only, write_report, draw_figures, quick, n, out, paper)
         t0 = time.perf_counter()
 
         def progress(i, total, cell):
-            parts = [cell.model, str(cell.size or "software"), cell.mode,
-                     cell.attack and f"eps {eps_label(cell.attack.attack, cell.attack.eps)} {cell.attack.eps_space}",
-                     cell.input_bits and f"{cell.input_bits}-bit inputs", cell.physics and str(dict(cell.physics)),
-                     cell.size and f"chip {cell.seed}", cell.layer, f"({(time.perf_counter() - t0) / 60:.1f} min so far)"]
-            click.echo(f"[{i}/{total}] " + " ".join(p for p in parts if p), err=True)
+            click.echo(f"[{i}/{total}] {cell.describe()} ({(time.perf_counter() - t0) / 60:.1f} min so far)", err=True)
 
         path = runner.run(name, out, quick=quick, n=n, progress=progress, draw=figures.draw)
         click.echo(f"wrote {path} and {path.with_suffix('.json')}")

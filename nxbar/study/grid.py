@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from nxbar.attacks import EPS_SPACES
+from nxbar.attacks import EPS_SPACES, eps_label
 from nxbar.crossbar.config import PARASITIC_FIELDS, CrossbarConfig
 from nxbar.evaluation import CHIP_SEEDS, METRICS, MODES, AttackConfig
 from nxbar.models.arch import mvm_names
@@ -64,6 +64,15 @@ class Cell:
             a = self.attack.as_dict()
             row.update(a, attack_seed=a.pop("seed", None))
         return tuple(fmt(row.get(c)) for c in KEY_COLUMNS)
+
+    def describe(self) -> str:
+        """The cell in words, as the progress lines print it: "vgg8 32 HH eps 8/255 pixel chip 1"."""
+        a = self.attack
+        parts = [self.model, str(self.size or "software"), self.mode,
+                 a and f"eps {eps_label(a.attack, a.eps)} {a.eps_space}",
+                 self.input_bits and f"{self.input_bits}-bit inputs", self.physics and str(dict(self.physics)),
+                 self.size and f"chip {self.seed}", self.layer]
+        return " ".join(p for p in parts if p)
 
 
 def fmt(value) -> str:
