@@ -5,8 +5,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from nxbar.crossbar.circuit import (MAX_TILE_SIZE, TILE_SOLVE_LIMIT_BYTES, check_integer, check_number,
-                                    tile_solve_bytes)
+from nxbar.crossbar.checks import check_integer, check_number
+from nxbar.crossbar.circuit import MAX_TILE_SIZE, TILE_SOLVE_LIMIT_BYTES, tile_solve_bytes
 
 PARASITIC_FIELDS = ("r_source_ohm", "r_sink_ohm", "r_wire_row_ohm", "r_wire_col_ohm")
 MAX_BITS = 16
