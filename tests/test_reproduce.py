@@ -10,14 +10,13 @@ import pytest
 
 import nxbar.evaluation as ex
 from nxbar.attacks import eps_label
-from nxbar.evaluation import AttackConfig
+from nxbar.crossbar.config import PARASITIC_FIELDS
+from nxbar.evaluation import AttackConfig, count_correct
+from nxbar.models.vgg import random_params
 from nxbar.study import claims, figures, grid
 from nxbar.study import report as study_report
 from nxbar.study import results as study_results
 from nxbar.study import runner as study_runner
-from nxbar.crossbar.config import PARASITIC_FIELDS
-from nxbar.evaluation import count_correct
-from nxbar.models.vgg import random_params
 from nxbar.weights import WeightFileError, file_sha256, load_model, save_weights
 
 REPO = Path(__file__).resolve().parents[1]
