@@ -190,6 +190,9 @@ N_IMAGES = click.option("--n", "n", type=int, default=None, help="Use the first 
 XBAR = click.option("--xbar", "size", type=int, default=32, show_default=True, help="Crossbar size (rows = columns).")
 
 
+BATCH_SIZE = click.option("--batch-size", type=click.IntRange(min=1), default=200, show_default=True,
+                          help="Images per forward/backward pass.")
+NO_CACHE = click.option("--no-cache", is_flag=True, help="Solve the crossbars again even if this mapping is cached.")
 QUERIES = click.option("--queries", type=click.IntRange(min=1), default=300, show_default=True,
                        help="Queries per image of the sanity checks' gradient-free random search.")
 
@@ -257,7 +260,7 @@ def info():
 
 @main.command()
 @model_and_data_options
-@click.option("--batch-size", type=click.IntRange(min=1), default=200, show_default=True)
+@BATCH_SIZE
 @_fail_cleanly
 def accuracy(model, dataset, weights, data, split, n, batch_size):
     """Clean accuracy of the software model."""
@@ -274,14 +277,15 @@ def accuracy(model, dataset, weights, data, split, n, batch_size):
 
 
 
-def _sizes(text: str) -> list[int]:
+def _integers(text: str, option: str, what: str, example: str, low: int) -> tuple[int, ...]:
+    """`option`'s comma-separated integers >= low (`what`, e.g. `example`); a one-line ValueError else."""
     try:
-        sizes = [int(t) for t in text.split(",") if t.strip()]
+        values = tuple(int(t) for t in text.split(",") if t.strip())
     except ValueError:
-        raise ValueError(f"--xbar {text!r}: expected crossbar sizes such as 32 or 16,32,64") from None
-    if not sizes or min(sizes) < 1:
-        raise ValueError(f"--xbar {text!r}: crossbar sizes must be integers >= 1")
-    return sizes
+        raise ValueError(f"{option} {text!r}: expected {what} such as {example}") from None
+    if not values or min(values) < low:
+        raise ValueError(f"{option} {text!r}: {what} must be integers >= {low}")
+    return values
 
 
 def physics_options(command):
@@ -352,8 +356,8 @@ def _report_table(report) -> str:
 @model_and_data_options
 @XBAR
 @physics_options
-@click.option("--no-cache", is_flag=True, help="Solve again even if this mapping is cached.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=200, show_default=True)
+@NO_CACHE
+@BATCH_SIZE
 @_fail_cleanly
 def map_command(model, dataset, weights, data, split, n, size, no_cache, batch_size, **physics):
     """Map a model onto crossbars: per-layer report and clean accuracy in software and on the crossbars."""
@@ -382,7 +386,8 @@ def nf(sizes, n_tiles, **physics):
     """Non-ideality factor (docs/protocol.md section 3) of random tiles, G uniform in [G_min, G_max], per crossbar size."""
     from nxbar.crossbar.mapped import random_tile_nf
 
-    configs = [_config(size, dict(physics)) for size in _sizes(sizes)]  # every size checked before any solve
+    sizes = _integers(sizes, "--xbar", "crossbar sizes", "32 or 16,32,64", 1)
+    configs = [_config(size, dict(physics)) for size in sizes]  # every size checked before any solve
     click.echo(f"{'size':>6s} {'NF':>8s}   ({n_tiles} random tiles each, chip seed {physics['seed']})")
     for config in configs:
         click.echo(f"{config.size:6d} {random_tile_nf(config, n_tiles=n_tiles, seed=config.seed):8.4f}")
@@ -531,12 +536,8 @@ def threats(model, dataset, weights, data, split, n, size, eps_text, steps, alph
     config = _config(size, physics)
     attack = AttackConfig(attack="pgd", eps=parse_fraction(eps_text, "eps"), steps=steps,
                           alpha=parse_fraction(alpha_text, "alpha"), seed=attack_seed)
-    seeds = {}
-    for name, text in (("--victims", victims), ("--eot", eot)):
-        try:
-            seeds[name] = tuple(int(t) for t in text.split(","))
-        except ValueError:
-            raise ValueError(f"{name} {text!r}: expected chip seeds such as 0,1,2") from None
+    seeds = {name: _integers(text, name, "chip seeds", "0,1,2", 0) for name, text in (("--victims", victims),
+                                                                                  ("--eot", eot))}
     net, meta = _load_model(model, dataset, weights)
     config = _for_weights(config, meta)
     ds = _load_data(data, split, n, net)
@@ -593,8 +594,8 @@ def cache_clear():
 @click.option("--input-bits", type=int, default=None,
               help="Input pixel discretization to 2^B levels in front of every model (docs/protocol.md section 6.1; "
                    "straight-through gradient).")
-@click.option("--no-cache", is_flag=True, help="Solve the crossbars again even if this mapping is cached.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=200, show_default=True)
+@NO_CACHE
+@BATCH_SIZE
 @click.option("--sanity-images", type=click.IntRange(min=0), default=0, show_default=True,
               help="Also run the gradient-masking sanity checks (Carlini et al.) of the PGD attack (first eps) on "
                    "the first N images, on the software model and on the chip: about 16 PGD runs and a "
