@@ -24,7 +24,7 @@ def _imports(path: Path, modules: set[str]) -> set[str]:
         else:
             continue
         found |= {n for n in names if n in modules}
-    return found - {"nxbar"}  # the package's __init__ holds only its version and `versions()`
+    return found
 
 
 def import_graph() -> dict[str, set[str]]:
