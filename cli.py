@@ -19,6 +19,9 @@ import click
 import numpy as np
 
 import nxbar
+from nxbar.attacks import EPS_SPACES, PGD_ALPHA, PGD_STEPS, eps_label
+from nxbar.evaluation import ATTACKS, CHIP_SEEDS, MODES, AttackConfig
+from nxbar.threats import EOT_SEEDS, TRANSFER_SEED
 
 
 RESUME = "nxbar.resume"  # key in click's context meta: how a command stopped by Ctrl-C goes on
@@ -154,7 +157,8 @@ def _for_weights(config, meta):
 
 
 def _load_data(data: str, split: str, n: int | None, model):
-    from nxbar.data import load_dataset, match_classes
+    from nxbar.data.dataset import match_classes
+    from nxbar.data.load import load_dataset
 
     ds = match_classes(load_dataset(data, split=split), model.class_names)
     if n is not None:
@@ -186,6 +190,25 @@ N_IMAGES = click.option("--n", "n", type=int, default=None, help="Use the first 
 XBAR = click.option("--xbar", "size", type=int, default=32, show_default=True, help="Crossbar size (rows = columns).")
 
 
+BATCH_SIZE = click.option("--batch-size", type=click.IntRange(min=1), default=200, show_default=True,
+                          help="Images per forward/backward pass.")
+NO_CACHE = click.option("--no-cache", is_flag=True, help="Solve the crossbars again even if this mapping is cached.")
+QUERIES = click.option("--queries", type=click.IntRange(min=1), default=300, show_default=True,
+                       help="Queries per image of the sanity checks' gradient-free random search.")
+
+
+def pgd_options(command):
+    """--steps, --alpha and --attack-seed: PGD's settings, defaults from nxbar.attacks and AttackConfig."""
+    options = (click.option("--steps", type=int, default=PGD_STEPS, show_default=True, help="PGD steps."),
+               click.option("--alpha", "alpha_text", default=eps_label("pgd", PGD_ALPHA), show_default=True,
+                            help="PGD step size (same units as eps)."),
+               click.option("--attack-seed", type=int, default=AttackConfig.seed, show_default=True,
+                            help="Seed of PGD's random start."))
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
 def model_and_data_options(command):
     """--model, --dataset, --weights, --data, --split and --n."""
     for option in reversed((MODEL, DATASET, WEIGHTS, DATA, SPLIT, N_IMAGES)):
@@ -206,7 +229,7 @@ def info():
     import json
 
     from nxbar.cache import cache_dir
-    from nxbar.data import embedded_path
+    from nxbar.data.load import embedded_path
     from nxbar.models.arch import ARCHITECTURES, param_shapes
     from nxbar.weights import shipped_weights_dir
 
@@ -237,7 +260,7 @@ def info():
 
 @main.command()
 @model_and_data_options
-@click.option("--batch-size", type=click.IntRange(min=1), default=200, show_default=True)
+@BATCH_SIZE
 @_fail_cleanly
 def accuracy(model, dataset, weights, data, split, n, batch_size):
     """Clean accuracy of the software model."""
@@ -254,14 +277,15 @@ def accuracy(model, dataset, weights, data, split, n, batch_size):
 
 
 
-def _sizes(text: str) -> list[int]:
+def _integers(text: str, option: str, what: str, example: str, low: int) -> tuple[int, ...]:
+    """`option`'s comma-separated integers >= low (`what`, e.g. `example`); a one-line ValueError else."""
     try:
-        sizes = [int(t) for t in text.split(",") if t.strip()]
+        values = tuple(int(t) for t in text.split(",") if t.strip())
     except ValueError:
-        raise ValueError(f"--xbar {text!r}: expected crossbar sizes such as 32 or 16,32,64") from None
-    if not sizes or min(sizes) < 1:
-        raise ValueError(f"--xbar {text!r}: crossbar sizes must be integers >= 1")
-    return sizes
+        raise ValueError(f"{option} {text!r}: expected {what} such as {example}") from None
+    if not values or min(values) < low:
+        raise ValueError(f"{option} {text!r}: {what} must be integers >= {low}")
+    return values
 
 
 def physics_options(command):
@@ -332,12 +356,12 @@ def _report_table(report) -> str:
 @model_and_data_options
 @XBAR
 @physics_options
-@click.option("--no-cache", is_flag=True, help="Solve again even if this mapping is cached.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=200, show_default=True)
+@NO_CACHE
+@BATCH_SIZE
 @_fail_cleanly
 def map_command(model, dataset, weights, data, split, n, size, no_cache, batch_size, **physics):
     """Map a model onto crossbars: per-layer report and clean accuracy in software and on the crossbars."""
-    from nxbar.experiments import count_correct
+    from nxbar.evaluation import count_correct
 
     config = _config(size, physics)
     net, meta = _load_model(model, dataset, weights)
@@ -362,7 +386,8 @@ def nf(sizes, n_tiles, **physics):
     """Non-ideality factor (docs/protocol.md section 3) of random tiles, G uniform in [G_min, G_max], per crossbar size."""
     from nxbar.crossbar.mapped import random_tile_nf
 
-    configs = [_config(size, dict(physics)) for size in _sizes(sizes)]  # every size checked before any solve
+    sizes = _integers(sizes, "--xbar", "crossbar sizes", "32 or 16,32,64", 1)
+    configs = [_config(size, dict(physics)) for size in sizes]  # every size checked before any solve
     click.echo(f"{'size':>6s} {'NF':>8s}   ({n_tiles} random tiles each, chip seed {physics['seed']})")
     for config in configs:
         click.echo(f"{config.size:6d} {random_tile_nf(config, n_tiles=n_tiles, seed=config.seed):8.4f}")
@@ -436,7 +461,7 @@ def grade(assignment, student_files, seed, timeout_s, memory_mib, json_path, csv
 
 @main.command()
 @model_and_data_options
-@click.option("--attack", type=click.Choice(["fgsm", "pgd"]), default="fgsm", show_default=True)
+@click.option("--attack", type=click.Choice(ATTACKS), default="fgsm", show_default=True)
 @click.option("--eps", "eps_text", default="0.1", show_default=True, help="Budget in pixel units, e.g. 0.1 or 8/255.")
 @click.option("--widths", default=None,
               help="Bit widths to hand out, comma-separated [default: nxbar.quanos.DEFAULT_WIDTHS, 2,4].")
@@ -447,7 +472,6 @@ def ans(model, dataset, weights, data, split, n, attack, eps_text, widths, json_
     import json
 
     from nxbar.attacks import parse_fraction
-    from nxbar.experiments import AttackConfig
     from nxbar.quanos import DEFAULT_WIDTHS, attack_ans, bits_from_ans
 
     if json_path:
@@ -480,15 +504,14 @@ def ans(model, dataset, weights, data, split, n, attack, eps_text, widths, json_
 @XBAR
 @physics_options
 @click.option("--eps", "eps_text", default="8/255", show_default=True, help="PGD budget in pixel units.")
-@click.option("--steps", type=int, default=10, show_default=True)
-@click.option("--alpha", "alpha_text", default="2/255", show_default=True)
-@click.option("--attack-seed", type=int, default=0, show_default=True, help="Seed of PGD's random start.")
-@click.option("--victims", default="0,1,2", show_default=True, help="Victim chip seeds.")
-@click.option("--eot", default="100,101,102,103", show_default=True, help="Chip seeds the EOT attacker samples.")
-@click.option("--transfer-seed", type=int, default=200, show_default=True, help="Chip the transfer attacker owns.")
+@pgd_options
+@click.option("--victims", default=",".join(map(str, CHIP_SEEDS)), show_default=True, help="Victim chip seeds.")
+@click.option("--eot", default=",".join(map(str, EOT_SEEDS)), show_default=True,
+              help="Chip seeds the EOT attacker samples.")
+@click.option("--transfer-seed", type=int, default=TRANSFER_SEED, show_default=True,
+              help="Chip the transfer attacker owns.")
 @click.option("--sanity-images", type=click.IntRange(min=1), default=100, show_default=True)
-@click.option("--queries", type=click.IntRange(min=1), default=300, show_default=True,
-              help="Queries per image of the gradient-free random-search check.")
+@QUERIES
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,
               help="Write the report here; finished attackers are kept in JSON.partial meanwhile, and a run "
                    "stopped part-way (Ctrl-C, a lost session) resumes from it when run again with the same options.")
@@ -500,7 +523,7 @@ def threats(model, dataset, weights, data, split, n, size, eps_text, steps, alph
     import json
 
     from nxbar.attacks import parse_fraction
-    from nxbar.experiments import AttackConfig
+    from nxbar.files import Partial
     from nxbar.threats import format_report, threat_report
 
     partial = Path(f"{json_path}.partial") if json_path else None
@@ -513,12 +536,8 @@ def threats(model, dataset, weights, data, split, n, size, eps_text, steps, alph
     config = _config(size, physics)
     attack = AttackConfig(attack="pgd", eps=parse_fraction(eps_text, "eps"), steps=steps,
                           alpha=parse_fraction(alpha_text, "alpha"), seed=attack_seed)
-    seeds = {}
-    for name, text in (("--victims", victims), ("--eot", eot)):
-        try:
-            seeds[name] = tuple(int(t) for t in text.split(","))
-        except ValueError:
-            raise ValueError(f"{name} {text!r}: expected chip seeds such as 0,1,2") from None
+    seeds = {name: _integers(text, name, "chip seeds", "0,1,2", 0) for name, text in (("--victims", victims),
+                                                                                  ("--eot", eot))}
     net, meta = _load_model(model, dataset, weights)
     config = _for_weights(config, meta)
     ds = _load_data(data, split, n, net)
@@ -526,34 +545,20 @@ def threats(model, dataset, weights, data, split, n, size, eps_text, steps, alph
         "model": model, "data": ds.source, "n_images": int(len(ds.labels)), "npz_sha256": meta["npz_sha256"],
         "config": config.as_dict(), "attack": attack.as_dict(), "victims": seeds["--victims"],
         "eot": seeds["--eot"], "transfer_seed": transfer_seed, "sanity_images": sanity_images, "queries": queries}))
-    done, earlier_s, t0 = None, 0.0, time.perf_counter()
-    if partial is not None and partial.exists():
-        stored = json.loads(partial.read_text())
-        if stored["run"] != run_key:
-            differ = sorted(k for k in run_key if stored["run"].get(k) != run_key[k])
-            raise ValueError(f"{partial} holds a stopped run with other {', '.join(differ)}; delete it to start "
-                             f"again, or rerun with the same options to resume it")
-        done, earlier_s = stored["part"], stored["wall_time_s"]
+    stopped = Partial(partial, run_key) if partial else None
+    done = stopped.load() if stopped else None
+    if done is not None:
         click.echo(f"resuming from {partial}: {len(done['rows']) // 2} attacker(s) and "
                    f"{len(done['checks'])} sanity target(s) done", err=True)
-
-    def elapsed_s():  # this run's time plus the stopped runs' it resumes
-        return earlier_s + time.perf_counter() - t0
-
-    def keep(part):  # a kill leaves the old or the new file, never half of one
-        from nxbar.files import atomic_write_text
-
-        atomic_write_text(partial, json.dumps({"run": run_key, "part": part, "wall_time_s": elapsed_s()}))
-
     report = threat_report(net, config, ds.images, ds.labels, attack, victim_seeds=seeds["--victims"],
                            eot_seeds=seeds["--eot"], transfer_seed=transfer_seed, sanity_images=sanity_images,
-                           queries=queries, progress=_bar, done=done, on_part=keep if partial else None)
+                           queries=queries, progress=_bar, done=done, on_part=stopped.keep if stopped else None)
     click.echo(f"{net.arch} on {ds.source}, {len(ds.labels)} images, {size}x{size} crossbars")
     click.echo(format_report(report))
     if json_path:
         with open(json_path, "w") as f:
             json.dump({"command": "nxbar " + " ".join(sys.argv[1:]), **report, **run_key,
-                       "wall_time_s": elapsed_s(), "versions": nxbar.versions()}, f, indent=2)
+                       "wall_time_s": stopped.elapsed_s(), "versions": nxbar.versions()}, f, indent=2)
         partial.unlink(missing_ok=True)
         click.echo(f"wrote {json_path}")
 
@@ -577,27 +582,25 @@ def cache_clear():
 @model_and_data_options
 @XBAR
 @physics_options
-@click.option("--attack", type=click.Choice(["fgsm", "pgd"]), default="pgd", show_default=True)
+@click.option("--attack", type=click.Choice(ATTACKS), default="pgd", show_default=True)
 @click.option("--eps", "eps_text", default=None,
               help="Budget(s), comma-separated, e.g. 2/255,8/255 or 0.1 [default: 8/255 for pgd, 0.1 for fgsm].")
-@click.option("--eps-space", type=click.Choice(["pixel", "normalized"]), default="pixel", show_default=True,
+@click.option("--eps-space", type=click.Choice(EPS_SPACES), default="pixel", show_default=True,
               help="pixel: [0, 1] image units; normalized: units of the normalised input (pixel budget eps*std).")
-@click.option("--steps", type=int, default=10, show_default=True, help="PGD steps.")
-@click.option("--alpha", "alpha_text", default="2/255", show_default=True, help="PGD step size (same units as eps).")
+@pgd_options
 @click.option("--no-random-start", is_flag=True, help="Start PGD at the clean image.")
-@click.option("--attack-seed", type=int, default=0, show_default=True, help="Seed of PGD's random start.")
-@click.option("--modes", default="sw,sh,hh", show_default=True, help="Any of sw, sh, hh, comma-separated.")
+@click.option("--modes", default=",".join(MODES).lower(), show_default=True,
+              help="Any of sw, sh, hh, comma-separated.")
 @click.option("--input-bits", type=int, default=None,
               help="Input pixel discretization to 2^B levels in front of every model (docs/protocol.md section 6.1; "
                    "straight-through gradient).")
-@click.option("--no-cache", is_flag=True, help="Solve the crossbars again even if this mapping is cached.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=200, show_default=True)
+@NO_CACHE
+@BATCH_SIZE
 @click.option("--sanity-images", type=click.IntRange(min=0), default=0, show_default=True,
               help="Also run the gradient-masking sanity checks (Carlini et al.) of the PGD attack (first eps) on "
                    "the first N images, on the software model and on the chip: about 16 PGD runs and a "
                    "random search each. 0: not run.")
-@click.option("--queries", type=click.IntRange(min=1), default=300, show_default=True,
-              help="Queries per image of the sanity checks' gradient-free random search.")
+@QUERIES
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,
               help="Write results, full configuration, weight hash, versions and timings here.")
 @_fail_cleanly
@@ -607,93 +610,60 @@ def evaluate(model, dataset, weights, data, split, n, size, attack, eps_text, ep
     """Attack in the SW, SH and HH modes and print CA, AA and AL (docs/protocol.md sections 5 and 7)."""
     import json
 
-    from nxbar.attacks import eps_label, parse_fraction
-    from nxbar.experiments import MODES, AttackConfig, evaluate_modes
+    from nxbar.attacks import parse_fraction
+    from nxbar.evaluate_run import evaluate_record, evaluate_run
+    from nxbar.evaluation import mode_names
+    from nxbar.sanity import format_checks
     from nxbar.weights import resolve_weights, weight_paths
 
     if json_path:
         _output_path(json_path, "--json")
     t0 = time.perf_counter()
     config = _config(size, physics)
-    mode_list = [m.strip().lower() for m in modes.split(",") if m.strip()]
+    try:
+        mode_list = mode_names(m for m in modes.split(",") if m.strip())
+    except ValueError:
+        raise ValueError(f"--modes {modes!r}: allowed modes are {', '.join(MODES).lower()}") from None
     eps_list = [parse_fraction(t, "eps") for t in (eps_text or ("8/255" if attack == "pgd" else "0.1")).split(",")]
     alpha = parse_fraction(alpha_text, "alpha")
     attacks = [AttackConfig(attack=attack, eps=e, eps_space=eps_space, steps=steps, alpha=alpha,
                             random_start=not no_random_start, seed=attack_seed) for e in eps_list]
-    if not mode_list or any(m not in MODES for m in mode_list):
-        raise ValueError(f"--modes {modes!r}: allowed modes are {', '.join(MODES)}")
     if sanity_images and attack != "pgd":
         raise ValueError(f"--sanity-images {sanity_images} needs --attack pgd (the checks vary PGD), "
                          f"got --attack {attack}")
     net, meta = _load_model(model, dataset, weights)
     config = _for_weights(config, meta)
     ds = _load_data(data, split, n, net)
-    timings = {"load_s": time.perf_counter() - t0}
-    mapped = None
-    if any(m in mode_list for m in ("sh", "hh")):
-        t = time.perf_counter()
-        mapped = _map(net, config, not no_cache)
-        timings["map_s"] = time.perf_counter() - t
-    victims, defence = (net, mapped), None
-    if input_bits is not None:
-        from nxbar.defences import InputDiscretization
-
-        victims = tuple(None if m is None else InputDiscretization(m, input_bits) for m in victims)
-        defence = victims[0]
-    t = time.perf_counter()
-    rows = evaluate_modes(*victims, ds.images, ds.labels, attacks, modes=tuple(mode_list), batch_size=batch_size,
-                          progress=_bar)
-    timings["attack_s"] = time.perf_counter() - t
-    sanity = None
-    if sanity_images:
-        from nxbar.sanity import sanity_checks
-
-        t = time.perf_counter()
-        targets = {"software": victims[0], **({f"chip {config.seed}": victims[1]} if victims[1] is not None else {})}
-        k = min(sanity_images, len(ds.labels))
-        sanity = {name: [c.as_dict() for c in sanity_checks(m, ds.images[:k], ds.labels[:k], attacks[0], queries=queries,
-                                                            label=f"sanity checks [{name}]", progress=_bar)]
-                  for name, m in targets.items()}
-        timings["sanity_s"] = time.perf_counter() - t
-    timings["total_s"] = time.perf_counter() - t0
+    load_s = time.perf_counter() - t0
+    result = evaluate_run(net, ds.images, ds.labels, attacks, config=config, modes=mode_list,
+                          map_fn=lambda net, config: _map(net, config, not no_cache), input_bits=input_bits,
+                          batch_size=batch_size, sanity_images=sanity_images, queries=queries, progress=_bar)
+    timings = {"load_s": load_s, **result.timings, "total_s": time.perf_counter() - t0}
 
     attack_desc = attack.upper() + (f", {steps} steps, alpha {alpha_text}, "
                                     f"{'no random start' if no_random_start else f'random start seed {attack_seed}'}"
                                     if attack == "pgd" else "")
     click.echo(f"{meta.get('model', net.arch)} ({meta['dataset']}) on {ds.source}, {len(ds.labels)} images; {attack_desc}; eps in {eps_space} units")
-    if defence is not None:
-        click.echo(defence.describe())
-    if mapped is not None:
+    if result.defence is not None:
+        click.echo(result.defence.describe())
+    if result.mapped is not None:
         click.echo(f"crossbars {size}x{size}, chip seed {config.seed}: " +
                    ", ".join(f"{k}={v}" for k, v in config.as_dict().items() if k not in ("size", "seed")))
     click.echo(f"{'mode':5s} {'eps':>8s} {'CA %':>7s} {'AA %':>7s} {'AL %':>7s}")
-    for r in rows:
+    for r in result.rows:
         click.echo(f"{r['mode']:5s} {eps_label(attack, r['eps']):>8s} {r['CA']:7.2f} {r['AA']:7.2f} {r['AL']:7.2f}")
-    if sanity is not None:
-        from nxbar.sanity import format_checks
-
-        click.echo(f"gradient-masking sanity checks, PGD eps {eps_label(attack, eps_list[0])}, first {k} images:")
-        click.echo("\n".join(format_checks(sanity)))
+    if result.sanity is not None:
+        click.echo(f"gradient-masking sanity checks, PGD eps {eps_label(attack, eps_list[0])}, "
+                   f"first {result.sanity_images} images:")
+        click.echo("\n".join(format_checks(result.sanity)))
     elif attack == "pgd":
         click.echo("gradient-masking sanity checks: not run (--sanity-images N runs them)")
     click.echo(f"time: {timings['total_s']:.1f} s")
     if json_path:
-        npz_path = weight_paths(weights or resolve_weights(model, dataset))[0]
-        record = {
-            "command": "nxbar " + " ".join(sys.argv[1:]),
-            "model": {"name": meta.get("model", net.arch), "arch": net.arch, "dataset": meta["dataset"],
-                      "weights": str(npz_path),
-                      "npz_sha256": meta["npz_sha256"]},
-            "data": {"source": ds.source, "n_images": int(len(ds.labels))},
-            "crossbar": config.as_dict() if mapped is not None else None,
-            "mapping_report": mapped.report if mapped is not None else None,
-            "defence": defence.as_dict() if defence is not None else None,
-            "attacks": [a.as_dict() for a in attacks],
-            "results": rows,
-            "sanity": sanity,
-            "timings": timings,
-            "versions": nxbar.versions(),
-        }
+        record = evaluate_record(result, command="nxbar " + " ".join(sys.argv[1:]), net=net, meta=meta,
+                                 weights_path=weight_paths(weights or resolve_weights(model, dataset))[0],
+                                 source=ds.source, n_images=len(ds.labels), config=config, attacks=attacks,
+                                 timings=timings)
         with open(json_path, "w") as f:
             json.dump(record, f, indent=2)
         click.echo(f"wrote {json_path}")
@@ -712,34 +682,34 @@ def evaluate(model, dataset, weights, data, split, n, size, attack, eps_text, ep
 @click.option("--out", type=click.Path(file_okay=False), default="reference_results", show_default=True,
               help="Results folder, relative to the current folder (created if missing); run from a checkout's "
                    "root to extend its stored results.")
+@click.option("--paper", type=click.Path(exists=True, file_okay=False), default=None,
+              help="With --report: copy the paper's tables (*.csv) from this folder into OUT/paper/ first "
+                   "[default: OUT/paper/ as it is; reference_results/paper/ holds them].")
 @_fail_cleanly
-def reproduce(name, list_only, write_report, draw_figures, quick, n, out):
+def reproduce(name, list_only, write_report, draw_figures, quick, n, out, paper):
     """Run experiment NAME of the study, resuming from the cells already stored (Ctrl-C keeps the finished
     cells: the same command run again goes on from them)."""
-    from nxbar import reproduce as rp
-    from nxbar.attacks import eps_label
+    from nxbar.study import figures, grid, report, results, runner
 
     out = Path(out).absolute()
     if not list_only:  # every other use writes there
         _output_path(out, "--out", folder=True)
     if list_only:
-        for key, description in rp.EXPERIMENTS.items():
-            grid = {c.key() for c in rp.experiment_cells(key)}
-            stored = sum(rp.row_key(r) in grid for r in rp.read_rows(out / f"{key}.csv"))
-            click.echo(f"{key:7s} {len(grid):4d} cells {stored:4d} stored  {description}")
+        for key, description in grid.EXPERIMENTS.items():
+            cells = {c.key() for c in grid.experiment_cells(key)}
+            stored = sum(results.row_key(r) in cells for r in results.read_rows(out / f"{key}.csv"))
+            click.echo(f"{key:7s} {len(cells):4d} cells {stored:4d} stored  {description}")
     elif draw_figures:
-        from nxbar.figures import draw_all
-
         try:
-            paths = draw_all(out)
+            paths = figures.draw_all(out)
         except ImportError as err:  # matplotlib, an optional extra, is missing
             raise ValueError(str(err)) from None
         for path in paths:
             click.echo(f"wrote {path}")
     elif write_report:
-        if not (out / "paper").is_dir():
-            rp.copy_paper_tables(out=out)
-        click.echo(f"wrote {rp.report(out)}")
+        if paper is not None:
+            results.copy_paper_tables(paper, out)
+        click.echo(f"wrote {report.write_report(out)}")
     elif name is None:
         raise ValueError("give an experiment NAME (see --list), --list or --report")
     else:
@@ -749,13 +719,9 @@ def reproduce(name, list_only, write_report, draw_figures, quick, n, out):
         t0 = time.perf_counter()
 
         def progress(i, total, cell):
-            parts = [cell.model, str(cell.size or "software"), cell.mode,
-                     cell.attack and f"eps {eps_label(cell.attack.attack, cell.attack.eps)} {cell.attack.eps_space}",
-                     cell.input_bits and f"{cell.input_bits}-bit inputs", cell.physics and str(dict(cell.physics)),
-                     cell.size and f"chip {cell.seed}", cell.layer, f"({(time.perf_counter() - t0) / 60:.1f} min so far)"]
-            click.echo(f"[{i}/{total}] " + " ".join(p for p in parts if p), err=True)
+            click.echo(f"[{i}/{total}] {cell.describe()} ({(time.perf_counter() - t0) / 60:.1f} min so far)", err=True)
 
-        path = rp.run(name, quick=quick, n=n, out=out, progress=progress)
+        path = runner.run(name, out, quick=quick, n=n, progress=progress, draw=figures.draw)
         click.echo(f"wrote {path} and {path.with_suffix('.json')}")
 
 

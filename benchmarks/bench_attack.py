@@ -16,11 +16,11 @@ import time
 import numpy as np
 import torch
 
-from nxbar.attacks import pgd
+from nxbar.attacks import PGD_ALPHA, pgd
 from nxbar.models.vgg import VGG, random_params
 from tools.train_export import CIFAR10_MEAN, CIFAR10_STD, from_nxbar
 
-EPS, ALPHA = 8 / 255, 2 / 255
+EPS, ALPHA = 8 / 255, PGD_ALPHA
 
 
 def torch_pgd(net, x, y, eps, alpha, steps, gen):

@@ -14,6 +14,9 @@ from fractions import Fraction
 import numpy as np
 
 EPS_SPACES = ("pixel", "normalized")
+PGD_STEPS = 10  # PGD's defaults (docs/protocol.md section 5): 10 steps of 2/255 from a random start
+PGD_ALPHA = 2 / 255
+PGD_RANDOM_START = True
 
 
 def parse_fraction(text: str, name: str = "eps") -> float:
@@ -32,16 +35,21 @@ def eps_label(attack: str, eps: float) -> str:
     return f"{round(steps)}/255" if attack == "pgd" and abs(steps - round(steps)) < 1e-9 else f"{eps:g}"
 
 
+def check_eps(eps: float, eps_space: str) -> None:
+    """A clear ValueError unless `eps_space` is one of EPS_SPACES and 0 <= eps <= 1."""
+    if eps_space not in EPS_SPACES:
+        raise ValueError(f"eps space {eps_space!r} unknown; allowed: {', '.join(EPS_SPACES)}")
+    if not (np.isfinite(eps) and 0 <= eps <= 1):
+        raise ValueError(f"eps {eps!r} is out of range; allowed: 0 <= eps <= 1")
+
+
 def pixel_budget(eps: float, eps_space: str, std) -> np.ndarray:
     """Per-channel pixel-space budget of `eps` (shape (3,)).
 
     pixel:      eps_c = eps                 (eps in units of [0, 1] pixels)
     normalized: eps_c = eps * std_c         (eps in units of the normalised input (x - mean_c) / std_c)
     """
-    if eps_space not in EPS_SPACES:
-        raise ValueError(f"eps space {eps_space!r} unknown; allowed: {', '.join(EPS_SPACES)}")
-    if not (np.isfinite(eps) and 0 <= eps <= 1):
-        raise ValueError(f"eps {eps!r} is out of range; allowed: 0 <= eps <= 1")
+    check_eps(eps, eps_space)
     std = np.asarray(std, dtype=np.float64)
     return np.full(3, eps) if eps_space == "pixel" else eps * std
 
@@ -71,7 +79,8 @@ def fgsm_step(x: np.ndarray, grad_sign: np.ndarray, eps) -> np.ndarray:
     return np.clip(x + eps * grad_sign, 0.0, 1.0).astype(x.dtype, copy=False)
 
 
-def pgd(model, x, y, eps, *, steps: int = 10, alpha=2 / 255, random_start: bool = True, rng=None) -> np.ndarray:
+def pgd(model, x, y, eps, *, steps: int = PGD_STEPS, alpha=PGD_ALPHA, random_start: bool = PGD_RANDOM_START,
+        rng=None) -> np.ndarray:
     """Projected Gradient Descent, L-infinity (Madry et al. 2018).
 
     x_0 = P(x + u), u ~ U(-eps, eps) per pixel (x_0 = x without random start);

@@ -3,15 +3,18 @@
 A file that is rewritten whole (a cache entry, a run's json record, a partial report) is written to a temporary
 file in the same folder, flushed to disk and renamed over the old one: a reader sees the old file or the new one,
 never half of one. A CSV that grows by appended rows can still be cut inside its last row; `drop_torn_row` cuts
-it back to its last complete row.
+it back to its last complete row. A long run keeps its finished parts in a `Partial` file and resumes from them.
 """
 
 from __future__ import annotations
 
 import csv
+import json
 import os
 import secrets
+import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
@@ -64,3 +67,35 @@ def drop_torn_row(path: str | Path) -> str | None:
 def _n_fields(line: bytes) -> int:
     """Number of fields of one CSV line."""
     return len(next(csv.reader([line.decode("utf-8", "replace")])))
+
+
+@dataclass
+class Partial:
+    """The finished parts of a long run, kept in `path` (json: {run, part, wall_time_s}) so that the same run,
+    stopped and started again, resumes from them. `run` holds everything the numbers depend on (json values);
+    a file of another run is refused. Wall time adds up over the stopped runs."""
+
+    path: Path
+    run: dict
+    earlier_s: float = 0.0
+    t0: float = field(default_factory=time.perf_counter)
+
+    def load(self) -> dict | None:
+        """The stored part of this run, or None when there is no file; a ValueError for another run's file."""
+        if not self.path.exists():
+            return None
+        stored = json.loads(self.path.read_text())
+        if stored["run"] != self.run:
+            differ = sorted(k for k in self.run if stored["run"].get(k) != self.run[k])
+            raise ValueError(f"{self.path} holds a stopped run with other {', '.join(differ)}; delete it to start "
+                             f"again, or rerun with the same options to resume it")
+        self.earlier_s = stored["wall_time_s"]
+        return stored["part"]
+
+    def elapsed_s(self) -> float:
+        """This run's time plus the stopped runs' it resumes."""
+        return self.earlier_s + time.perf_counter() - self.t0
+
+    def keep(self, part: dict) -> None:
+        """Store `part` (all finished so far); a kill leaves the old or the new file, never half of one."""
+        atomic_write_text(self.path, json.dumps({"run": self.run, "part": part, "wall_time_s": self.elapsed_s()}))

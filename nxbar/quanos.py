@@ -19,7 +19,7 @@ import numbers
 import numpy as np
 
 from nxbar.crossbar.config import MAX_BITS
-from nxbar.experiments import AttackConfig, make_adversarial
+from nxbar.evaluation import AttackConfig, make_adversarial
 
 # Widths handed out by ANS rank when none are given: the more sensitive half of the layers 2 bits, the rest 4.
 DEFAULT_WIDTHS = (2, 4)
@@ -54,7 +54,7 @@ def adversarial_noise_sensitivity(model, x, x_adv, *, batch_size: int = 64) -> d
 
 def attack_ans(model, images, labels, cfg: AttackConfig, *, batch_size: int = 64) -> dict[str, float]:
     """ANS of every MVM layer of `model` under attack `cfg`, the adversarial images made on `model` itself
-    (`nxbar.experiments.make_adversarial`); images NHWC uint8 or floats in [0, 1]."""
+    (`nxbar.evaluation.make_adversarial`); images NHWC uint8 or floats in [0, 1]."""
     x_adv = make_adversarial(model, images, labels, cfg, batch_size=batch_size)
     return adversarial_noise_sensitivity(model, images, x_adv, batch_size=batch_size)
 

@@ -63,14 +63,14 @@ def margins(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
 
 
 def _logits(net, images: np.ndarray, batch_size: int = 200) -> np.ndarray:
-    from nxbar.experiments import as_float
+    from nxbar.evaluation import as_float
 
     return np.concatenate([net.forward(as_float(images[s : s + batch_size], net.dtype))
                            for s in range(0, len(images), batch_size)])
 
 
 def outcomes(runner, cell) -> dict[str, np.ndarray]:
-    """Per-image outcomes of `cell` on the runner's images (nxbar.reproduce's _Runner): clean_correct and
+    """Per-image outcomes of `cell` on the runner's images (`nxbar.study.runner.Runner`): clean_correct and
     adv_correct (bool), adv_margin (float64). Their sums are the cell's clean_correct and adv_correct counts."""
     net = runner.network(cell)
     clean = margins(_logits(net, runner.images), runner.labels)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from nxbar.attacks import pixel_budget, project
-from nxbar.experiments import AttackConfig, as_float, make_adversarial, no_progress
+from nxbar.evaluation import AttackConfig, as_float, make_adversarial, no_progress
 
 
 @dataclass(frozen=True)
@@ -195,7 +195,7 @@ def loss_increases(model, x, y, attack: AttackConfig) -> Check:
 def sanity_checks(model, x, y, attack: AttackConfig, *, queries: int = 300, progress=no_progress,
                   label: str = "sanity checks") -> list[Check]:
     """All four checks with their defaults (random search with `queries` queries) on images `x` (uint8 pixels
-    or floats in [0, 1]); progress(label, 4) as for `nxbar.experiments.make_adversarial`, one step per check."""
+    or floats in [0, 1]); progress(label, 4) as for `nxbar.evaluation.make_adversarial`, one step per check."""
     x = as_float(x, model.dtype)
     runs = [lambda: eps_sweep(model, x, y, attack), lambda: steps_restarts(model, x, y, attack),
             lambda: gradient_free(model, x, y, attack, queries=queries), lambda: loss_increases(model, x, y, attack)]

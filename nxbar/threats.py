@@ -17,7 +17,7 @@ import numpy as np
 
 from nxbar.crossbar.config import CrossbarConfig
 from nxbar.crossbar.mapped import map_model
-from nxbar.experiments import AttackConfig, count_correct, make_adversarial, no_progress
+from nxbar.evaluation import CHIP_SEEDS, METRICS, AttackConfig, count_correct, make_adversarial, metrics, no_progress
 from nxbar.sanity import format_checks, noise_pct, sanity_checks
 
 KNOWS = {  # what each attacker holds of the victim chip
@@ -28,6 +28,8 @@ KNOWS = {  # what each attacker holds of the victim chip
     "transfer": "one other chip of the same design",
 }
 ATTACKERS = tuple(KNOWS)
+EOT_SEEDS = (100, 101, 102, 103)  # chips the EOT attacker samples; none of them a victim
+TRANSFER_SEED = 200  # the chip the transfer attacker owns
 
 
 class EOTModel:
@@ -75,13 +77,12 @@ def transfer(attacker, victim, images, labels, attack: AttackConfig, *, batch_si
     if x_adv is None:
         x_adv = make_adversarial(attacker, images, labels, attack, batch_size=batch_size, progress=progress,
                                  label=label)
-    n = len(labels)
     ca, aa = count_correct(victim, images, labels, batch_size), count_correct(victim, x_adv, labels, batch_size)
-    return {"CA": 100.0 * ca / n, "AA": 100.0 * aa / n, "AL": 100.0 * (ca - aa) / n}
+    return metrics(len(labels), ca, aa)
 
 
 def threat_matrix(software, config: CrossbarConfig, images, labels, attack: AttackConfig, *,
-                  victim_seeds=(0, 1, 2), eot_seeds=(100, 101, 102, 103), transfer_seed=200,
+                  victim_seeds=CHIP_SEEDS, eot_seeds=EOT_SEEDS, transfer_seed=TRANSFER_SEED,
                   attackers=ATTACKERS, cache=True, cache_dir=None, batch_size=200, progress=no_progress,
                   rows_done=(), on_rows=None) -> list[dict]:
     """Rows of the attacker x victim matrix: CA, AA, AL (percent) of every attacker on every victim.
@@ -133,7 +134,7 @@ def threat_matrix(software, config: CrossbarConfig, images, labels, attack: Atta
         per_seed = [{"seed": s, **transfer(v, v, images, labels, x_adv=x_adv, label=f"white-box on chip {s}", **common)}
                     for s, v in victims.items()]
         stats = {}
-        for key in ("CA", "AA", "AL"):
+        for key in METRICS:
             values = np.array([p[key] for p in per_seed])
             stats[key], stats[f"{key}_std"] = float(values.mean()), float(values.std())
         rows.append({"attacker": name, "victim": "chips", **head, **stats, "per_seed": per_seed})
@@ -143,7 +144,7 @@ def threat_matrix(software, config: CrossbarConfig, images, labels, attack: Atta
 
 
 def threat_report(software, config: CrossbarConfig, images, labels, attack: AttackConfig, *,
-                  victim_seeds=(0, 1, 2), eot_seeds=(100, 101, 102, 103), transfer_seed=200,
+                  victim_seeds=CHIP_SEEDS, eot_seeds=EOT_SEEDS, transfer_seed=TRANSFER_SEED,
                   sanity_images: int = 100, queries: int = 300, cache=True, cache_dir=None, batch_size=200,
                   progress=no_progress, done=None, on_part=None) -> dict:
     """The threat matrix (`threat_matrix`) and, with it, the gradient-masking sanity checks
@@ -182,7 +183,7 @@ def format_report(report: dict) -> str:
     then one line per sanity check."""
     lines = [f"{'attacker':<10} {'victim':<9} {'CA':>14} {'AA':>14} {'AL':>14}"]
     for r in report["rows"]:
-        cells = [f"{r[k]:6.2f}" + (f" +- {r[k + '_std']:4.2f}" if k + "_std" in r else "") for k in ("CA", "AA", "AL")]
+        cells = [f"{r[k]:6.2f}" + (f" +- {r[k + '_std']:4.2f}" if k + "_std" in r else "") for k in METRICS]
         lines.append(f"{r['attacker']:<10} {r['victim']:<9} " + " ".join(f"{c:>14}" for c in cells))
     return "\n".join(lines + format_checks(report["checks"]))
 

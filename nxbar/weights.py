@@ -252,7 +252,7 @@ def load_model(path: str | Path, dtype=np.float32):
     """Load a weight file into a `VGG` of the given dtype; return (model, meta).
 
     The model also carries the file's class names as `class_names` (a tuple, label index order), so that a
-    data set can be labelled in the model's order (`nxbar.data.match_classes`).
+    data set can be labelled in the model's order (`nxbar.data.dataset.match_classes`).
     """
     from nxbar.models.vgg import VGG
 

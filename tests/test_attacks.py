@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from nxbar.attacks import eps_label, fgsm, parse_fraction, pgd, pixel_budget, project
-from nxbar.experiments import AttackConfig, count_correct, evaluate_modes, make_adversarial
+from nxbar.evaluation import AttackConfig, count_correct, evaluate_modes, make_adversarial
 
 
 class Linear:

@@ -6,8 +6,8 @@ the module is skipped until weights/vgg8_cifar10.* exist.)"""
 import numpy as np
 import pytest
 
-from nxbar.data import load_dataset
-from nxbar.experiments import AttackConfig, count_correct, make_adversarial
+from nxbar.data.load import load_dataset
+from nxbar.evaluation import AttackConfig, count_correct, make_adversarial
 from nxbar.weights import load_model, resolve_weights, weight_paths
 
 N = 64  # images of the fixed batch

@@ -7,7 +7,7 @@ import pytest
 from click.testing import CliRunner
 
 from cli import main
-from nxbar.data import load_dataset
+from nxbar.data.load import load_dataset
 from nxbar.models.vgg import random_params
 from nxbar.weights import save_weights
 
@@ -284,7 +284,7 @@ def _not_before_the_check(*args, **kwargs):
     "args, computes, message",
     [
         (["evaluate", "--weights", "{weights}", "--modes", "sw", "--n", 2, "--json", "{missing}/r.json"],
-         "nxbar.experiments.evaluate_modes", "--json {missing}/r.json: the folder {missing} does not exist"),
+         "nxbar.evaluate_run.evaluate_modes", "--json {missing}/r.json: the folder {missing} does not exist"),
         (["ans", "--weights", "{weights}", "--n", 2, "--json", "{missing}/a.json"],
          "nxbar.quanos.attack_ans", "--json {missing}/a.json: the folder {missing} does not exist"),
         (["threats", "--weights", "{weights}", "--n", 2, "--json", "{file}/t.json"],
@@ -292,7 +292,7 @@ def _not_before_the_check(*args, **kwargs):
         (["spice", "-o", "{missing}/t.cir"],
          "nxbar.crossbar.spice.netlist", "-o {missing}/t.cir: the folder {missing} does not exist"),
         (["reproduce", "table2", "--quick", "--out", "{file}/results"],
-         "nxbar.reproduce.run", "--out {file}/results: {file} is not a writable folder"),
+         "nxbar.study.runner.run", "--out {file}/results: {file} is not a writable folder"),
     ],
 )
 def test_output_paths_are_checked_before_computing(run, weights, tmp_path, monkeypatch, args, computes, message):
@@ -319,17 +319,17 @@ def test_an_unwritable_cache_is_refused_before_mapping(run, weights, tmp_path, m
 def test_a_file_error_after_the_computation_is_exit_1_without_usage(run, weights, tmp_path, monkeypatch):
     import shutil
 
-    import nxbar.experiments
+    import nxbar.evaluate_run
 
     folder = tmp_path / "results"
     folder.mkdir()
-    real = nxbar.experiments.evaluate_modes
+    real = nxbar.evaluate_run.evaluate_modes
 
     def folder_removed_meanwhile(*args, **kwargs):
         shutil.rmtree(folder)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(nxbar.experiments, "evaluate_modes", folder_removed_meanwhile)
+    monkeypatch.setattr(nxbar.evaluate_run, "evaluate_modes", folder_removed_meanwhile)
     out = run("evaluate", "--weights", weights, "--modes", "sw", "--n", 2, "--steps", 1, "--json", folder / "r.json")
     assert out.exit_code == 1, out.output
     assert f"Error: [Errno 2] No such file or directory: '{folder / 'r.json'}'" in out.stderr
@@ -340,15 +340,15 @@ def test_a_file_error_after_the_computation_is_exit_1_without_usage(run, weights
 def test_reproduce_writes_below_the_current_folder_by_default(run, tmp_path, monkeypatch):
     from pathlib import Path
 
-    import nxbar.reproduce as rp
+    from nxbar.study import runner as study_runner
 
     folders = []
 
-    def stored(name, *, out, **kwargs):
+    def stored(name, out, **kwargs):
         folders.append(out)
         return Path(out) / f"{name}.csv"
 
-    monkeypatch.setattr(rp, "run", stored)
+    monkeypatch.setattr(study_runner, "run", stored)
     monkeypatch.chdir(tmp_path)
     out = run("reproduce", "table2")
     assert out.exit_code == 0, out.output

@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from cli import _load_data
-from nxbar.data import load_dataset
+from nxbar.data.load import load_dataset
 from nxbar.models.vgg import random_params
 from nxbar.weights import load_model, resolve_weights, save_weights
 

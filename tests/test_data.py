@@ -13,9 +13,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from nxbar import data
-from nxbar.data import (Dataset, embedded_path, load_cifar, load_dataset, load_image_folder, load_tiny_imagenet,
-                        match_classes)
+from nxbar.data import archive
+from nxbar.data.cifar import load_cifar
+from nxbar.data.dataset import Dataset, match_classes
+from nxbar.data.image_folder import load_image_folder
+from nxbar.data.load import embedded_path, load_dataset
+from nxbar.data.tiny_imagenet import load_tiny_imagenet
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 CIFAR_SUBSET = SHARED / "cifar-10-subset-python.tar.gz"
@@ -267,7 +270,7 @@ def test_image_folder_zip_with_splits(tmp_path):
 
 
 def test_image_folder_decoded_in_worker_processes(tmp_path):
-    n = data._PARALLEL_MIN_IMAGES  # 2 * n images: enough for the process pool on two or more CPUs
+    n = archive.PARALLEL_MIN_IMAGES  # 2 * n images: enough for the process pool on two or more CPUs
     rng = np.random.default_rng(5)
     images = random_images(rng, 2 * n, 4)
     files = {f"{k % 2}/{k:05d}.png": png_bytes(im) for k, im in enumerate(images)}

@@ -6,7 +6,7 @@ import pytest
 
 from nxbar.attacks import fgsm, pgd
 from nxbar.defences import InputDiscretization
-from nxbar.experiments import AttackConfig, evaluate_modes
+from nxbar.evaluation import AttackConfig, evaluate_modes
 from nxbar.models.vgg import VGG, random_params
 
 MEAN, STD = (0.49, 0.48, 0.45), (0.25, 0.24, 0.26)

@@ -8,8 +8,8 @@ import pytest
 from click.testing import CliRunner
 
 from cli import main
-from nxbar.data import load_dataset
-from nxbar.experiments import AttackConfig, make_adversarial
+from nxbar.data.load import load_dataset
+from nxbar.evaluation import AttackConfig, make_adversarial
 from nxbar.models.vgg import random_params
 from nxbar.weights import load_model, save_weights
 

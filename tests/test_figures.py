@@ -1,4 +1,4 @@
-"""nxbar.figures: the plotted numbers (chip-seed mean and sample std), the series labels, the PNGs."""
+"""nxbar.study.figures: the plotted numbers (chip-seed mean and sample std), the series labels, the PNGs."""
 
 import subprocess
 import sys
@@ -10,7 +10,7 @@ import pytest
 pytest.importorskip("matplotlib")
 from PIL import Image  # noqa: E402
 
-from nxbar import figures, reproduce  # noqa: E402
+from nxbar.study import figures, grid  # noqa: E402
 
 PHYSICS = {"r_on_ohm": "20000.0", "r_off_ohm": "200000.0", "sigma": "0.1", "bits": ""}
 AL = {  # (xbar, mode) -> AL at eps 8/255 per chip seed 0, 1, 2; the other eps (2/255) runs on chip 0 only
@@ -21,7 +21,7 @@ AL = {  # (xbar, mode) -> AL at eps 8/255 per chip seed 0, 1, 2; the other eps (
 
 def _row(**fields):
     """A CSV row as read back: every column a string, absent key columns empty."""
-    row = dict.fromkeys(reproduce.COLUMNS, "")
+    row = dict.fromkeys(grid.COLUMNS, "")
     row.update({k: str(v) for k, v in fields.items()})
     return row
 
@@ -165,7 +165,7 @@ def test_draw_all_registered_and_unknown_names(tmp_path):
 
     def write(name, rows):
         with open(tmp_path / f"{name}.csv", "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=[*reproduce.COLUMNS, "input_bits"])
+            writer = csv.DictWriter(f, fieldnames=[*grid.COLUMNS, "input_bits"])
             writer.writeheader()
             writer.writerows(rows)
 
@@ -179,7 +179,7 @@ def test_draw_all_registered_and_unknown_names(tmp_path):
 
 def test_runtime_package_works_without_matplotlib():
     code = ("import sys; sys.modules['matplotlib'] = None\n"
-            "from nxbar import figures\n"
+            "from nxbar.study import figures\n"
             "rows = [{'model': 'vgg8', 'xbar': 'software', 'mode': 'clean', 'CA': '90.0'}]\n"
             "assert figures.series(rows) == {'clean': (['vgg8'], [90.0], [0.0])}\n"
             "try:\n    figures.draw('fig4', rows, 'x.png')\n"

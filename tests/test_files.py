@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from nxbar.files import atomic_write, atomic_write_text, drop_torn_row
+from nxbar.files import Partial, atomic_write, atomic_write_text, drop_torn_row
 
 
 class DiskFull(OSError):
@@ -96,3 +96,14 @@ def test_threats_partial_file_is_replaced_whole(tmp_path, monkeypatch):
     assert out.exit_code != 0 and "No space left on device" in out.output
     assert json.loads(partial.read_text()) == stopped  # the next attacker's part never reached the disk
     assert sorted(p.name for p in tmp_path.iterdir()) == ["t.json.partial", "vgg8_random.json", "vgg8_random.npz"]
+
+
+def test_partial_keeps_parts_resumes_them_and_refuses_another_run(tmp_path):
+    path = tmp_path / "r.json.partial"
+    first = Partial(path, {"eps": 0.1})
+    assert first.load() is None
+    first.keep({"rows": [1]})
+    again = Partial(path, {"eps": 0.1})
+    assert again.load() == {"rows": [1]} and again.elapsed_s() >= again.earlier_s > 0
+    with pytest.raises(ValueError, match=r"r.json.partial holds a stopped run with other eps; delete it"):
+        Partial(path, {"eps": 0.2}).load()

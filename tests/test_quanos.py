@@ -4,7 +4,7 @@ the ANS -> bits rule."""
 import numpy as np
 import pytest
 
-from nxbar.experiments import AttackConfig
+from nxbar.evaluation import AttackConfig
 from nxbar.models.vgg import VGG, random_params
 from nxbar.quanos import adversarial_noise_sensitivity, attack_ans, bits_from_ans
 

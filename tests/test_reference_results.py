@@ -14,15 +14,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import nxbar.reproduce as rp
 from nxbar import reproducibility as rx
 from nxbar.crossbar.config import CrossbarConfig
-from nxbar.experiments import AttackConfig
+from nxbar.evaluation import AttackConfig
+from nxbar.study import grid
+from nxbar.study import report as study_report
+from nxbar.study import results as study_results
+from nxbar.study import runner as study_runner
 from nxbar.threats import ATTACKERS
 from nxbar.weights import file_sha256, weight_paths
 
-RESULTS = rp.DEFAULT_OUT
-STORED = [name for name in rp.EXPERIMENTS if (RESULTS / f"{name}.csv").is_file()]
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "reference_results"
+STORED = [name for name in grid.EXPERIMENTS if (RESULTS / f"{name}.csv").is_file()]
 # Cheap cells computed again on the stored number of images: FGSM needs one gradient per image; 16x16 maps fastest.
 RECOMPUTED = [
     ("table1", {"mode": "SW", "eps": "0.1", "eps_space": "pixel"}),
@@ -37,20 +41,20 @@ RECOMPUTED = [
 
 def test_readme_is_the_report_of_the_stored_tables(tmp_path):
     copy = shutil.copytree(RESULTS, tmp_path / "results")  # report() writes README.md into the folder it reads
-    assert rp.report(copy).read_text() == (RESULTS / "README.md").read_text(), \
+    assert study_report.write_report(copy).read_text() == (RESULTS / "README.md").read_text(), \
         "reference_results/README.md is stale: run `nxbar reproduce --report`"
 
 
 @pytest.mark.parametrize("name", STORED)
 def test_stored_table_is_complete_consistent_and_made_with_the_shipped_weights(name):
-    rows = rp.read_rows(RESULTS / f"{name}.csv")
+    rows = study_results.read_rows(RESULTS / f"{name}.csv")
     record = json.loads((RESULTS / f"{name}.json").read_text())
     assert record["experiment"] == name and record["finished"] and not record["quick"] and record["base_physics"] == {}
     assert record["crossbar_defaults"] == json.loads(json.dumps(CrossbarConfig().as_dict()))
-    keys = [rp.row_key(r) for r in rows]
-    assert sorted(keys) == sorted(c.key() for c in rp.experiment_cells(name)), "grid incomplete or cells repeated"
+    keys = [study_results.row_key(r) for r in rows]
+    assert sorted(keys) == sorted(c.key() for c in grid.experiment_cells(name)), "grid incomplete or cells repeated"
     for model, w in record["weights"].items():
-        shipped = weight_paths(rp.find_weights(model))[0]
+        shipped = weight_paths(study_runner.find_weights(model))[0]
         assert w["npz_sha256"] == file_sha256(shipped), f"{name} was made with other {model} weights"
     for r in rows:
         if r["mode"] == "nf":
@@ -78,13 +82,13 @@ def _same_kernel_as_stored() -> bool:
 
 
 def _stored(name, match):
-    return next(r for r in rp.read_rows(RESULTS / f"{name}.csv") if all(r[k] == v for k, v in match.items()))
+    return next(r for r in study_results.read_rows(RESULTS / f"{name}.csv") if all(r[k] == v for k, v in match.items()))
 
 
 @pytest.mark.parametrize("name,match", [(n, m) for n, m in RECOMPUTED if n in STORED])
 def test_cheap_cells_computed_again_give_the_stored_numbers(name, match, tmp_path):
     row = _stored(name, match)
-    cell, runner = rp.cell_runner(name, row, cache_dir=tmp_path)
+    cell, runner = study_runner.cell_runner(name, row, cache_dir=tmp_path)
     if name == "nf":
         assert float(runner.compute(cell)["nf"]) == pytest.approx(float(row["nf"]), rel=1e-12)
         return
@@ -108,7 +112,8 @@ def _assert_within_tolerance(stored: dict, here: dict, exact: bool) -> None:
     moved, margins = rx.moved(stored, here), rx.margin_moved(stored, here)
     where = f"on BLAS kernel {rx.blas()['kernel']}"
     if exact:
-        assert rx.to_record(here) == rx.to_record(stored), f"outcomes or margins differ {where}"
+        first = {k: v[: len(here["adv_margin"])] for k, v in stored.items()}  # here may cover the first images only
+        assert rx.to_record(here) == rx.to_record(first), f"outcomes or margins differ {where}"
         return
     assert len(moved) <= rx.TOLERANCE_IMAGES, (
         f"{len(moved)} images changed outcome {where} (indices {moved.tolist()}, stored margins "
@@ -120,23 +125,27 @@ def _assert_within_tolerance(stored: dict, here: dict, exact: bool) -> None:
 
 CROSS_KERNEL_CELL = ("table3", {"model": "vgg8q", "mode": "HH", "xbar": "16", "eps": "0.1", "chip_seed": "0"})
 _OUTCOMES_IN_A_SUBPROCESS = """
-import sys, numpy as np
+import sys
+from pathlib import Path
+import numpy as np
 sys.path.insert(0, sys.argv[1])
-import nxbar.reproduce as rp
 from nxbar import reproducibility as rx
+from nxbar.study import results as study_results
+from nxbar.study import runner as study_runner
 name, match = {cell!r}
-row = next(r for r in rp.read_rows(rp.DEFAULT_OUT / f"{{name}}.csv") if all(r[k] == v for k, v in match.items()))
-cell, runner = rp.cell_runner(name, row, cache_dir=sys.argv[2])
+row = next(r for r in study_results.read_rows(Path(sys.argv[1]) / "reference_results" / f"{{name}}.csv") if all(r[k] == v for k, v in match.items()))
+cell, runner = study_runner.cell_runner(name, row, cache_dir=sys.argv[2], n=500)
 np.savez(sys.argv[3], kernel=rx.blas()["kernel"], **rx.outcomes(runner, cell))
 """
 
 
 @pytest.mark.parametrize("kernel", ["Haswell", "Sandybridge"])  # two kernels that every AVX2 CPU can run
 def test_a_cell_on_another_blas_kernel_stays_within_the_tolerance(kernel, tmp_path):
-    """The QUANOS HH cell, whose count moves on some kernels, computed with OpenBLAS forced to `kernel`."""
+    """The QUANOS HH cell, whose count moves on some kernels (its image 385), computed with OpenBLAS forced to
+    `kernel` on the first 500 images."""
     out = tmp_path / "outcomes.npz"
     code = _OUTCOMES_IN_A_SUBPROCESS.format(cell=CROSS_KERNEL_CELL)
-    done = subprocess.run([sys.executable, "-c", code, str(Path(rp.__file__).parents[1]), str(tmp_path), str(out)],
+    done = subprocess.run([sys.executable, "-c", code, str(REPO), str(tmp_path), str(out)],
                           env={**os.environ, "OPENBLAS_CORETYPE": kernel}, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     with np.load(out) as f:
@@ -164,7 +173,7 @@ CHANGES = {
 def hh_cell(tmp_path_factory):
     """table1's HH 16x16 FGSM 0.1 chip 0 cell on the first 200 images: (cell, runner, stored outcomes)."""
     name, match = RECOMPUTED[1]
-    cell, runner = rp.cell_runner(name, _stored(name, match), cache_dir=tmp_path_factory.mktemp("cache"), n=200,
+    cell, runner = study_runner.cell_runner(name, _stored(name, match), cache_dir=tmp_path_factory.mktemp("cache"), n=200,
                                   models=("vgg8q",))
     stored = OUTCOMES[(name, json.dumps(match, sort_keys=True))]
     assert len(rx.margin_moved(stored, rx.outcomes(runner, cell))) <= rx.MARGIN_MOVED_FRACTION * 200  # unchanged
@@ -179,7 +188,7 @@ def test_a_real_change_of_a_cell_moves_more_margins_than_another_kernel_may(chan
 
 
 def _shipped_sha256(model: str) -> str:
-    return file_sha256(weight_paths(rp.find_weights(model))[0])
+    return file_sha256(weight_paths(study_runner.find_weights(model))[0])
 
 
 @pytest.mark.parametrize("path", sorted(RESULTS.glob("evaluate_*.json")), ids=lambda p: p.name)

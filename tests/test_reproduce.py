@@ -1,25 +1,31 @@
-"""nxbar.reproduce: the experiment grids, a resumable quick run on random weights, the claim verdicts."""
+"""nxbar.study: the experiment grids, a resumable quick run on random weights, the claim verdicts, the report."""
 
 import csv
 import importlib.util
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-import nxbar.experiments as ex
-import nxbar.reproduce as rp
+import nxbar.evaluation as ex
 from nxbar.attacks import eps_label
 from nxbar.crossbar.config import PARASITIC_FIELDS
-from nxbar.experiments import count_correct
+from nxbar.evaluation import AttackConfig, count_correct
 from nxbar.models.vgg import random_params
+from nxbar.study import claims, figures, grid
+from nxbar.study import report as study_report
+from nxbar.study import results as study_results
+from nxbar.study import runner as study_runner
 from nxbar.weights import WeightFileError, file_sha256, load_model, save_weights
 
+REPO = Path(__file__).resolve().parents[1]
+PAPER = REPO / "reference_results" / "paper"  # the paper's tables, stored
 IDEAL = {**{f: 0.0 for f in PARASITIC_FIELDS}, "sigma": 0.0}  # T == G: the mapped model equals the software one
 
 
 def _paper_header(name):
-    lines = (rp.PAPER_SOURCE / rp.PAPER_TABLES[name]).read_text().splitlines()
+    lines = (PAPER / study_results.PAPER_TABLES[name]).read_text().splitlines()
     return next(line for line in lines if not line.startswith("#")).split(",")[2:]
 
 
@@ -31,17 +37,17 @@ def test_grid_sizes():
     # fig10: FGSM 6 eps x (SW, SH, 4-bit SW, QUANOS SW) + 2 more SH chips at 0.1 = 26; PGD 5 x 4 + 2 = 22
     counts = {"table1": 108, "table2": 47, "fig4": 8, "fig8a": 33, "fig8b": 61, "fig5": 108, "fig6": 47, "nf": 27,
               "table3": 44, "fig9": 88, "fig10": 48}
-    assert {name: len(rp.experiment_cells(name)) for name in rp.EXPERIMENTS} == counts
-    for name in rp.EXPERIMENTS:  # no cell twice
-        cells = rp.experiment_cells(name)
+    assert {name: len(grid.experiment_cells(name)) for name in grid.EXPERIMENTS} == counts
+    for name in grid.EXPERIMENTS:  # no cell twice
+        cells = grid.experiment_cells(name)
         assert len({c.key() for c in cells}) == len(cells)
     with pytest.raises(ValueError, match="table9.*allowed: table1"):
-        rp.experiment_cells("table9")
+        grid.experiment_cells("table9")
 
 
 @pytest.mark.parametrize("name", ["table1", "table2", "table3"])
 def test_eps_lists_match_paper_headers(name):
-    cells = rp.experiment_cells(name)
+    cells = grid.experiment_cells(name)
     labels = list(dict.fromkeys(eps_label(c.attack.attack, c.attack.eps) for c in cells))
     assert labels == _paper_header(name)
     assert {c.attack.eps_space for c in cells} == ({"pixel", "normalized"} if name == "table1" else {"pixel"})
@@ -49,10 +55,10 @@ def test_eps_lists_match_paper_headers(name):
 
 def test_chip_seeds_only_at_the_reference_eps():
     for name, eps in (("table1", 0.1), ("table2", 8 / 255)):
-        for c in rp.experiment_cells(name):
+        for c in grid.experiment_cells(name):
             expected = {0, 1, 2} if c.size is not None and np.isclose(c.attack.eps, eps) else {0}
             assert c.seed in expected
-        hw = [c for c in rp.experiment_cells(name) if c.size == 16 and c.mode == "HH" and np.isclose(c.attack.eps, eps)]
+        hw = [c for c in grid.experiment_cells(name) if c.size == 16 and c.mode == "HH" and np.isclose(c.attack.eps, eps)]
         assert sorted(c.seed for c in hw) == sorted([0, 1, 2] * (2 if name == "table1" else 1))  # x eps spaces
 
 
@@ -84,13 +90,13 @@ def vgg8q_weights(tmp_path_factory):
 
 
 def _quick(tmp_path, weights, **kw):
-    return rp.run("table1", quick=True, n=8, out=tmp_path / "out", weights={"vgg8": weights},
-                  base_physics=IDEAL, cache_dir=tmp_path / "cache", **kw)
+    return study_runner.run("table1", quick=True, n=8, out=tmp_path / "out", weights={"vgg8": weights},
+                            base_physics=IDEAL, cache_dir=tmp_path / "cache", draw=figures.draw, **kw)
 
 
 def test_quick_run_rows_json_and_resume(tmp_path, vgg8_weights, monkeypatch):
     path = _quick(tmp_path, vgg8_weights)
-    rows = rp.read_rows(path)
+    rows = study_results.read_rows(path)
     assert path.name == "table1_quick.csv" and [r["mode"] for r in rows] == ["SW", "SH", "HH"]
     for r in rows:
         ca, aa, al, n = (float(r[k]) for k in ("CA", "AA", "AL", "n"))
@@ -98,7 +104,7 @@ def test_quick_run_rows_json_and_resume(tmp_path, vgg8_weights, monkeypatch):
         assert al == pytest.approx(ca - aa, abs=1e-12)
         assert ca == 100 * int(r["clean_correct"]) / 8 and aa == 100 * int(r["adv_correct"]) / 8
     # independent reference: the ideal crossbar maps W' == W, so SH and HH equal SW, and CA is the software count
-    from nxbar.data import load_dataset
+    from nxbar.data.load import load_dataset
 
     ds = load_dataset("embedded")
     net, _ = load_model(vgg8_weights)
@@ -115,10 +121,10 @@ def test_quick_run_rows_json_and_resume(tmp_path, vgg8_weights, monkeypatch):
         assert record["figure"].startswith("not drawn:")
 
     # a stored cell computed again from its row alone (software cells carry no physics: the full grid's key)
-    again = rp.recompute("table1", rows[0], weights={"vgg8": vgg8_weights})
+    again = study_runner.recompute("table1", rows[0], weights={"vgg8": vgg8_weights})
     assert again == {k: rows[0][k] for k in again} and set(again) == {"n", "clean_correct", "CA", "adv_correct", "AA", "AL"}
     with pytest.raises(ValueError, match="no cell of experiment 'table2' has the key"):
-        rp.recompute("table2", rows[0], weights={"vgg8": vgg8_weights})
+        study_runner.recompute("table2", rows[0], weights={"vgg8": vgg8_weights})
 
     # resume: nothing left to compute, so no attack runs at all
     calls = []
@@ -137,7 +143,7 @@ def test_quick_run_rows_json_and_resume(tmp_path, vgg8_weights, monkeypatch):
     assert len(calls) == 1 and path.read_text() == before
     assert json.loads(path.with_suffix(".json").read_text())["timed_cells"] == 3  # 2 kept + 1 made, not 3 + 1
     with pytest.raises(ValueError, match="holds cells on 8 images, not 4"):
-        rp.run("table1", quick=True, n=4, out=tmp_path / "out", weights={"vgg8": vgg8_weights}, base_physics=IDEAL)
+        study_runner.run("table1", quick=True, n=4, out=tmp_path / "out", weights={"vgg8": vgg8_weights}, base_physics=IDEAL)
 
 
 def test_a_run_stopped_midway_keeps_its_wall_time(tmp_path, vgg8_weights):
@@ -159,11 +165,11 @@ def test_a_run_stopped_midway_keeps_its_wall_time(tmp_path, vgg8_weights):
     done = json.loads((tmp_path / "out" / "table1_quick.json").read_text())
     assert done["finished"] and done["computed_this_run"] == 1 and done["timed_cells"] == 3
     assert done["wall_s_total"] == pytest.approx(stopped["wall_s_total"] + done["wall_s_this_run"])
-    assert rp._wall_time_text(tmp_path / "out" / "table1_quick.json", 3) == f"; wall time {done['wall_s_total']:,.0f} s"
+    assert study_report._wall_time_text(tmp_path / "out" / "table1_quick.json", 3) == f"; wall time {done['wall_s_total']:,.0f} s"
     # a record from before nxbar kept time per cell: its total is the last run's, over that run's cells
     old = {k: v for k, v in done.items() if k != "timed_cells"}
     (tmp_path / "old.json").write_text(json.dumps(old))
-    assert rp._wall_time_text(tmp_path / "old.json", 3).endswith(
+    assert study_report._wall_time_text(tmp_path / "old.json", 3).endswith(
         "for 1 of these cells: the runs that made the other 2 stopped before they finished, and their time was not "
         "recorded")
 
@@ -172,8 +178,8 @@ def test_fgsm_gradients_are_computed_once_per_network_and_serve_every_eps(vgg8_w
     """An FGSM eps sweep takes one input gradient per network (software, each chip, with and without an input
     transform), and every cell's adversarial inputs equal FGSM run afresh on that cell's attacker."""
     from nxbar.attacks import fgsm, pixel_budget
-    from nxbar.data import load_dataset
-    from nxbar.experiments import as_float
+    from nxbar.data.load import load_dataset
+    from nxbar.evaluation import as_float
 
     def chip(net, config, **_):  # a different network per chip seed, without circuit solves
         rng = np.random.default_rng(config.seed)
@@ -183,11 +189,11 @@ def test_fgsm_gradients_are_computed_once_per_network_and_serve_every_eps(vgg8_w
     calls = []
     real = ex.gradient_signs
     monkeypatch.setattr(ex, "gradient_signs", lambda *a, **k: calls.append(1) or real(*a, **k))
-    monkeypatch.setattr(rp, "map_model", chip)
+    monkeypatch.setattr(study_runner, "map_model", chip)
     ds = load_dataset("embedded")
     x, y = ds.images[:3], ds.labels[:3]
-    runner = rp._Runner(x, y, {"vgg8": vgg8_weights}, IDEAL, None)
-    cells = [rp.Cell("vgg8", size, mode, rp.AttackConfig(attack="fgsm", eps=eps, eps_space=space), seed=seed,
+    runner = study_runner.Runner(x, y, {"vgg8": vgg8_weights}, IDEAL, None)
+    cells = [grid.Cell("vgg8", size, mode, AttackConfig(attack="fgsm", eps=eps, eps_space=space), seed=seed,
                      input_bits=bits)
              for space, eps in (("pixel", 0.05), ("normalized", 0.3)) for bits in (None, 4)
              for size, mode, seed in ((None, "SW", 0), (16, "SH", 0), (16, "HH", 0), (16, "HH", 1))]
@@ -210,12 +216,12 @@ def test_fgsm_gradients_are_computed_once_per_network_and_serve_every_eps(vgg8_w
 def test_quick_table3_and_fig9_on_ideal_crossbars(tmp_path, vgg8_weights, vgg8q_weights):
     """Ideal crossbars represent W_q exactly at each layer's own bits and discretized inputs pass through the
     same transform on every side, so SH and HH equal SW cell by cell; the counts are checked independently."""
-    from nxbar.data import load_dataset
+    from nxbar.data.load import load_dataset
     from nxbar.defences import InputDiscretization
 
     kw = dict(quick=True, n=8, out=tmp_path, weights={"vgg8": vgg8_weights, "vgg8q": vgg8q_weights},
               base_physics=IDEAL, cache_dir=tmp_path / "cache")
-    rows = rp.read_rows(rp.run("table3", **kw))
+    rows = study_results.read_rows(study_runner.run("table3", **kw))
     assert [(r["model"], r["mode"]) for r in rows] == [(m, mode) for m in ("vgg8", "vgg8q") for mode in ("SW", "SH", "HH")]
     assert [r["layer_bits"] for r in rows] == ["", "", "", "", "2/4/8/None/2/4/8/2", "2/4/8/None/2/4/8/2"]
     ds = load_dataset("embedded")
@@ -223,7 +229,7 @@ def test_quick_table3_and_fig9_on_ideal_crossbars(tmp_path, vgg8_weights, vgg8q_
         mine = [(r["clean_correct"], r["adv_correct"]) for r in rows if r["model"] == model]
         assert len(set(mine)) == 1
         assert int(mine[0][0]) == count_correct(load_model(stem)[0], ds.images[:8], ds.labels[:8])
-    rows = rp.read_rows(rp.run("fig9", **kw))
+    rows = study_results.read_rows(study_runner.run("fig9", **kw))
     assert [(r["input_bits"], r["mode"]) for r in rows] == [(b, m) for b in ("", "4") for m in ("SW", "SH", "HH")]
     four = [(r["clean_correct"], r["adv_correct"]) for r in rows if r["input_bits"] == "4"]
     assert len(set(four)) == 1
@@ -234,49 +240,49 @@ def test_quick_table3_and_fig9_on_ideal_crossbars(tmp_path, vgg8_weights, vgg8q_
 def test_missing_weights_error(tmp_path):
     with pytest.raises(WeightFileError, match=r"vgg8_none\.json: weight file not found; the vgg8 weights must be "
                                               r"trained first \(tools/train_export\.py --model vgg8\)"):
-        rp.run("table1", quick=True, n=8, out=tmp_path, weights={"vgg8": tmp_path / "vgg8_none"})
+        study_runner.run("table1", quick=True, n=8, out=tmp_path, weights={"vgg8": tmp_path / "vgg8_none"})
     assert not (tmp_path / "table1_quick.csv").exists()
     with pytest.raises(WeightFileError, match=r"train_export\.py --model vgg8 --quanos-from weights/vgg8_cifar10\)"):
-        rp.find_weights("vgg8q", {"vgg8q": tmp_path / "vgg8q_none"})
+        study_runner.find_weights("vgg8q", {"vgg8q": tmp_path / "vgg8q_none"})
 
 
 def _write(path, cells, al_of, ca_of=lambda c: 90.0):
     with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=rp.COLUMNS)
+        w = csv.DictWriter(f, fieldnames=grid.COLUMNS)
         w.writeheader()
         for c in cells:
             al, ca = al_of(c), ca_of(c)
-            w.writerow({**dict(zip(rp.KEY_COLUMNS, c.key())), "n": "100", "clean_correct": repr(ca), "adv_correct": "",
+            w.writerow({**dict(zip(grid.KEY_COLUMNS, c.key())), "n": "100", "clean_correct": repr(ca), "adv_correct": "",
                         "CA": repr(ca), "AA": repr(ca - al), "AL": repr(al), "nf": ""})
 
 
 def test_verdicts_on_hand_made_results(tmp_path):
     sizes = {None: 80.0, 16: 75.0, 32: 74.0, 64: 70.0}
     good = lambda c: sizes[c.size] - (2.0 if c.mode == "HH" else 0.0)  # HH < SH, larger xbar lower, all < SW
-    cells = rp.experiment_cells("table2")
+    cells = grid.experiment_cells("table2")
     _write(tmp_path / "table2.csv", cells, good)
-    v = rp.verdicts(rp.load_results(tmp_path))
+    v = claims.verdicts(study_results.load_results(tmp_path))
     assert v["C1"][0] == v["C3"][0] == v["C4"][0] == "holds"
     assert v["C4"][1].startswith("15/15 comparisons hold")  # 3 sizes x 5 eps, chip seeds averaged
     assert v["C5"] == ("not run", "no stored results for it") and v["C8"][0] == "not run"
-    _write(tmp_path / "fig6.csv", rp.experiment_cells("fig6"), good)  # VGG16 PGD: C9's fig6 part
-    assert rp.verdicts(rp.load_results(tmp_path))["C9"][1].startswith("36/36 comparisons hold")  # 30 vs SW, 6 rises
+    _write(tmp_path / "fig6.csv", grid.experiment_cells("fig6"), good)  # VGG16 PGD: C9's fig6 part
+    assert claims.verdicts(study_results.load_results(tmp_path))["C9"][1].startswith("36/36 comparisons hold")  # 30 vs SW, 6 rises
     # CA is 90 in every cell, so the AL comparisons are AA comparisons too
-    in_aa = rp.verdicts_in_aa(rp.load_results(tmp_path))
+    in_aa = claims.verdicts_in_aa(study_results.load_results(tmp_path))
     assert in_aa == {"C1": "holds (30/30)", "C3": "holds (20/20)", "C4": "holds (15/15)", "C5": "not run",
                      "C6": "not run", "C8": "not run", "C9": "holds (36/36)", "C10": "not run"}
-    assert set(rp.saturated_failures(rp.load_results(tmp_path)).values()) == {(0, 0, 0, 0)}
+    assert set(claims.saturated_failures(study_results.load_results(tmp_path)).values()) == {(0, 0, 0, 0)}
 
     # AA 0 everywhere, CA (= AL) lower on larger crossbars: C1 and C3 hold in AL from clean accuracy alone
     for name in ("table2", "fig6"):
-        _write(tmp_path / f"{name}.csv", rp.experiment_cells(name), lambda c: sizes[c.size], lambda c: sizes[c.size])
-    v, in_aa = rp.verdicts(rp.load_results(tmp_path)), rp.verdicts_in_aa(rp.load_results(tmp_path))
+        _write(tmp_path / f"{name}.csv", grid.experiment_cells(name), lambda c: sizes[c.size], lambda c: sizes[c.size])
+    v, in_aa = claims.verdicts(study_results.load_results(tmp_path)), claims.verdicts_in_aa(study_results.load_results(tmp_path))
     assert (v["C1"][0], v["C3"][0], v["C4"][0], v["C9"][0]) == ("holds", "holds", "does not hold", "holds")
     assert (in_aa["C1"], in_aa["C3"], in_aa["C4"]) == ("does not hold (0/30)", "does not hold (0/20)",
                                                        "does not hold (0/15)")
     assert in_aa["C9"] == "does not hold (6/36)"  # AA 0 at every eps: no fall left (6 rises of 0), 30 ties with SW
     # every failure there compares clean accuracies only: saturated, in both views
-    saturated = rp.saturated_failures(rp.load_results(tmp_path))
+    saturated = claims.saturated_failures(study_results.load_results(tmp_path))
     assert (saturated["C1"], saturated["C3"], saturated["C4"], saturated["C9"]) == (
         (0, 0, 30, 30), (0, 0, 20, 20), (15, 15, 15, 15), (0, 0, 30, 30))
     (tmp_path / "fig6.csv").unlink()
@@ -284,16 +290,16 @@ def test_verdicts_on_hand_made_results(tmp_path):
     # AA 1.0% in every cell (the threshold) is saturated, AA 1.1% is not; HH = SH fails C4 either way
     for al, count in ((89.0, 15), (88.9, 0)):
         _write(tmp_path / "table2.csv", cells, lambda c: al)
-        assert rp.saturated_failures(rp.load_results(tmp_path))["C4"] == (count, 15, count, 15)
+        assert claims.saturated_failures(study_results.load_results(tmp_path))["C4"] == (count, 15, count, 15)
 
     # one HH cell (64x64, eps 2/255, all chips) above its SH cell: C4 fails there, with the numbers
     bad = lambda c: 71.5 if (c.size == 64 and c.mode == "HH" and c.attack.eps == 2 / 255) else good(c)
     _write(tmp_path / "table2.csv", cells, bad)
-    rp.copy_paper_tables(out=tmp_path)
-    v = rp.verdicts(rp.load_results(tmp_path))
+    study_results.copy_paper_tables(PAPER, tmp_path)
+    v = claims.verdicts(study_results.load_results(tmp_path))
     assert v["C4"] == ("does not hold", "14/15 comparisons hold; fails: table2 xbar64 eps 2/255 AL HH vs SH: 71.50 vs 70.00")
-    assert rp.saturated_failures(rp.load_results(tmp_path))["C4"] == (0, 1, 0, 1)  # AA 18.5 vs 20: not saturated
-    text = rp.report(tmp_path).read_text()
+    assert claims.saturated_failures(study_results.load_results(tmp_path))["C4"] == (0, 1, 0, 1)  # AA 18.5 vs 20: not saturated
+    text = study_report.write_report(tmp_path).read_text()
     assert "| C4 | PGD: AL(HH) < AL(SH) (Table II) | does not hold | 14/15" in text
     assert "| does not hold (14/15) | 0 of 1 (AA view: 0 of 1) |" in text
     assert "| vgg8 | - | - | software | SW | 80.00 / 83.66 |" in text  # ours beside the paper's Table II
@@ -302,36 +308,36 @@ def test_verdicts_on_hand_made_results(tmp_path):
 
 def test_defence_verdicts_on_hand_made_results(tmp_path):
     # table3: QUANOS below full precision on 16x16 everywhere -> C8 holds; paper's (F)/(Q) rows beside ours
-    _write(tmp_path / "table3.csv", rp.experiment_cells("table3"),
+    _write(tmp_path / "table3.csv", grid.experiment_cells("table3"),
            lambda c: {None: 60.0, 16: 50.0}[c.size] - (25.0 if c.model == "vgg8q" and c.size else 0.0))
     # fig9: flat discretized crossbar rows, 4-bit the lowest at high eps, 2-bit: lower CA, higher AL -> C7 holds
     offset = {None: 10.0, 8: 5.0, 4: 0.0, 2: 2.0}
-    fig9 = rp.experiment_cells("fig9")
+    fig9 = grid.experiment_cells("fig9")
     al9 = lambda c: (70.0 if c.size is None else 30.0) + offset[c.input_bits] + (c.attack.eps if c.input_bits else 0)
     _write(tmp_path / "fig9.csv", fig9, al9, lambda c: 85.0 if c.input_bits == 2 else 90.0)
     # fig10: FGSM SH 20 < QUANOS 30 < 4-bit 40; PGD QUANOS 10 < SH 20 < 4-bit 40 -> C10 holds
     al10 = lambda c: (40.0 if c.input_bits else 20.0 if c.size else 70.0 if c.model == "vgg16"
                       else 30.0 if c.attack.attack == "fgsm" else 10.0)
-    _write(tmp_path / "fig10.csv", rp.experiment_cells("fig10"), al10)
-    rp.copy_paper_tables(out=tmp_path)
-    v = rp.verdicts(rp.load_results(tmp_path))
+    _write(tmp_path / "fig10.csv", grid.experiment_cells("fig10"), al10)
+    study_results.copy_paper_tables(PAPER, tmp_path)
+    v = claims.verdicts(study_results.load_results(tmp_path))
     assert v["C8"] == ("holds", "12/12 comparisons hold, e.g. table3 xbar16 SH eps 0.05 AL vgg8q vs vgg8: 25.00 vs 50.00")
     # flat: 2 modes x 3 widths; 4-bit vs none/8/2-bit at 2 eps x 2 modes; CA and mean AL for SW, SH, HH
     assert v["C7"] == ("holds", "24/24 comparisons hold, e.g. fig9 xbar32 SH 8-bit input AL spread eps 0.1..0.3 "
                                 "vs 5 pp: 0.20 vs 5.00")
     flat_2bit = lambda c: al9(c) + (30 * c.attack.eps if c.input_bits == 2 and c.mode == "HH" else 0)
     _write(tmp_path / "fig9.csv", fig9, flat_2bit, lambda c: 85.0 if c.input_bits == 2 else 90.0)
-    assert rp.verdicts(rp.load_results(tmp_path))["C7"] == (
+    assert claims.verdicts(study_results.load_results(tmp_path))["C7"] == (
         "does not hold", "23/24 comparisons hold; fails: fig9 xbar32 HH 2-bit input AL spread eps 0.1..0.3 vs "
                          "5 pp: 6.20 vs 5.00")
     high_4bit = lambda c: al9(c) + (12 if c.input_bits == 4 and c.mode == "SH" and c.attack.eps == 0.3 else 0)
     _write(tmp_path / "fig9.csv", fig9, high_4bit, lambda c: 85.0 if c.input_bits == 2 else 90.0)
-    numbers = rp.verdicts(rp.load_results(tmp_path))["C7"][1]  # the spike also breaks 4-bit SH's flatness
+    numbers = claims.verdicts(study_results.load_results(tmp_path))["C7"][1]  # the spike also breaks 4-bit SH's flatness
     assert numbers.startswith("19/24 comparisons hold; fails: fig9 xbar32 SH 4-bit input AL spread eps 0.1..0.3")
     assert ("fig9 xbar32 SH eps 0.3 AL 4-bit input vs no discretization: 42.30 vs 40.00; "
             "fig9 xbar32 SH eps 0.3 AL 4-bit input vs 8-bit input: 42.30 vs 35.30; ... (2 more)") in numbers
     assert v["C10"] == ("holds", "22/22 comparisons hold, e.g. fig10 fgsm eps 0.05 AL SH vs 4-bit input: 20.00 vs 40.00")
-    text = rp.report(tmp_path).read_text()
+    text = study_report.write_report(tmp_path).read_text()
     assert "| vgg8q | R_on 20k ON/OFF 10 | - | xbar16 | HH | 25.00 / 23.85 |" in text  # Table III's "HH (Q)" row
     assert "| vgg8 | R_on 20k ON/OFF 10 | 4-bit input | xbar32 | SH |" in text
 
@@ -347,10 +353,12 @@ def test_cli(tmp_path):
     listed = invoke("--list", "--out", tmp_path)
     assert listed.exit_code == 0 and "table1   108 cells    0 stored  FGSM" in listed.output
     assert "nf        27 cells    0 stored  NF" in listed.output
-    result = invoke("--report", "--out", tmp_path)
+    result = invoke("--report", "--out", tmp_path)  # without --paper: no paper tables beside ours
+    assert result.exit_code == 0 and not (tmp_path / "paper").exists()
+    result = invoke("--report", "--out", tmp_path, "--paper", PAPER)
     assert result.exit_code == 0 and (tmp_path / "paper" / "table2_pgd_vgg8_cifar10_AL.csv").is_file()
     assert (tmp_path / "README.md").read_text().count("| not run |") == 11 + 8  # C1..C11, the AA view of 8 (AA_VIEW)
-    _write(tmp_path / "table2.csv", rp.experiment_cells("table2"), lambda c: 10.0)
+    _write(tmp_path / "table2.csv", grid.experiment_cells("table2"), lambda c: 10.0)
     assert "table2    47 cells   47 stored  PGD" in invoke("--list", "--out", tmp_path).output
     result = invoke("--figures", "--out", tmp_path)
     if importlib.util.find_spec("matplotlib"):
@@ -368,15 +376,15 @@ def test_cli(tmp_path):
 
 def test_clean_accuracy_verdict_and_table_on_hand_made_results(tmp_path):
     ca = {None: 91.0, 16: 90.0, 32: 89.5, 64: 88.0}  # software > 16 > 32 > 64 for both models -> C2 holds
-    cells = rp.experiment_cells("fig4")
+    cells = grid.experiment_cells("fig4")
     _write(tmp_path / "fig4.csv", cells, lambda c: 0.0, lambda c: ca[c.size] - (1.0 if c.model == "vgg16" else 0.0))
-    v = rp.verdicts(rp.load_results(tmp_path))
+    v = claims.verdicts(study_results.load_results(tmp_path))
     assert v["C2"] == ("holds", "10/10 comparisons hold, e.g. fig4 vgg8 CA xbar16 vs software: 90.00 vs 91.00")
-    assert "| vgg16 | 90.00 | 89.00 | 88.50 | 87.00 |" in rp.report(tmp_path).read_text()
+    assert "| vgg16 | 90.00 | 89.00 | 88.50 | 87.00 |" in study_report.write_report(tmp_path).read_text()
 
     ca[64] = 89.75  # 64x64 above 32x32: fails for both models, with the numbers
     _write(tmp_path / "fig4.csv", cells, lambda c: 0.0, lambda c: ca[c.size] - (1.0 if c.model == "vgg16" else 0.0))
-    assert rp.verdicts(rp.load_results(tmp_path))["C2"] == (
+    assert claims.verdicts(study_results.load_results(tmp_path))["C2"] == (
         "does not hold", "8/10 comparisons hold; fails: fig4 vgg8 CA xbar64 vs xbar32: 89.75 vs 89.50; "
                          "fig4 vgg16 CA xbar64 vs xbar32: 88.75 vs 88.50")
 
@@ -399,13 +407,13 @@ def _threats_json(model, failing_check=None):
 
 
 def test_report_threat_section_from_stored_matrices(tmp_path):
-    text = rp.report(tmp_path).read_text()
+    text = study_report.write_report(tmp_path).read_text()
     assert "of the white-box PGD behind these claims: not run yet" in text
     assert "Not run: no `threats/*.json` yet" in text
 
     (tmp_path / "threats").mkdir()
     (tmp_path / "threats" / "vgg8_xbar32.json").write_text(json.dumps(_threats_json("vgg8", "loss_increases")))
-    text = rp.report(tmp_path).read_text()
+    text = study_report.write_report(tmp_path).read_text()
     assert "behind these claims: 1/2 pass; failing: vgg8_xbar32 chip 0 loss_increases (section" in text
     assert ("### vgg8_xbar32: vgg8 on 32x32 crossbars, PGD eps 8/255 (pixel), 10 steps, 500 images, "
             "victim chips 0, 1, 2") in text
@@ -427,7 +435,7 @@ def test_report_threat_section_from_stored_matrices(tmp_path):
             r.update(CA=90.0 if r["victim"] == "software" else ca, AA=5.0)
             r["AL"] = r["CA"] - r["AA"]
         (tmp_path / "threats" / "vgg8_xbar32.json").write_text(json.dumps(flat))
-        return rp.report(tmp_path).read_text()
+        return study_report.write_report(tmp_path).read_text()
 
     assert ("The study's gaps: SH 0.00 pp (CA lost 0.00, AA kept 0.00), HH 0.00 pp (CA lost 0.00, AA kept 0.00). "
             "Strongest attacker on the chips: white-box (AL 85.00), gap +0.00 pp. There is no robustness to lose "
@@ -442,12 +450,12 @@ def test_report_threat_section_from_stored_matrices(tmp_path):
 def test_cells_shared_between_experiments_are_copied_not_recomputed(tmp_path, vgg8_weights, monkeypatch):
     kw = {"quick": True, "n": 2, "weights": {"vgg8": vgg8_weights}, "base_physics": IDEAL,
           "cache_dir": tmp_path / "c"}
-    monkeypatch.setattr(rp, "map_model", lambda net, config, **_: net)  # the ideal chip is the network; no solves
-    rp.run("fig8a", out=tmp_path / "a", **kw)
+    monkeypatch.setattr(study_runner, "map_model", lambda net, config, **_: net)  # the ideal chip is the network; no solves
+    study_runner.run("fig8a", out=tmp_path / "a", **kw)
     calls = []
     real = ex.make_adversarial
     monkeypatch.setattr(ex, "make_adversarial", lambda *a, **k: calls.append(1) or real(*a, **k))
-    path = rp.run("fig8b", out=tmp_path / "a", **kw)
+    path = study_runner.run("fig8b", out=tmp_path / "a", **kw)
     # fig8b quick: SW + (ON/OFF 10, 2000) x (SH, HH) on 32x32; SW and the ON/OFF 10 pair are fig8a's R_on 20k rows
     record = json.loads(path.with_suffix(".json").read_text())
     assert record["copied_this_run"] == {"fig8a": 3} and record["computed_this_run"] == 2 and record["finished"]
@@ -456,7 +464,7 @@ def test_cells_shared_between_experiments_are_copied_not_recomputed(tmp_path, vg
     monkeypatch.setattr(ex, "make_adversarial", real)
     entries = sorted(p.name for p in (tmp_path / "c").glob("adversarial-*"))
     assert len(entries) == 2  # one entry (.npz + .json): the SW PGD inputs of the one quick eps
-    fresh = rp.run("fig8b", out=tmp_path / "b", **{**kw, "cache_dir": tmp_path / "d"})  # nothing stored: all computed
+    fresh = study_runner.run("fig8b", out=tmp_path / "b", **{**kw, "cache_dir": tmp_path / "d"})  # nothing stored: all computed
     assert json.loads(fresh.with_suffix(".json").read_text())["copied_this_run"] == {}
     assert path.read_text() == fresh.read_text()
     from nxbar import cache as disk_cache
@@ -472,10 +480,10 @@ def test_cells_shared_between_experiments_are_copied_not_recomputed(tmp_path, vg
 
     # other weights, n or physics: nothing is taken from fig8a
     hashes = {"vgg8": file_sha256(str(vgg8_weights) + ".npz")}
-    assert len(rp._stored_elsewhere(tmp_path / "a", "fig8b", True, 2, IDEAL, hashes)) == 5  # fig8a's rows only
-    assert rp._stored_elsewhere(tmp_path / "a", "fig8b", True, 2, IDEAL, {"vgg8": "0" * 64}) == {}
-    assert rp._stored_elsewhere(tmp_path / "a", "fig8b", True, 4, IDEAL, hashes) == {}
-    assert rp._stored_elsewhere(tmp_path / "a", "fig8b", True, 2, None, hashes) == {}
+    assert len(study_results.stored_elsewhere(tmp_path / "a", "fig8b", True, 2, IDEAL, hashes)) == 5  # fig8a's rows only
+    assert study_results.stored_elsewhere(tmp_path / "a", "fig8b", True, 2, IDEAL, {"vgg8": "0" * 64}) == {}
+    assert study_results.stored_elsewhere(tmp_path / "a", "fig8b", True, 4, IDEAL, hashes) == {}
+    assert study_results.stored_elsewhere(tmp_path / "a", "fig8b", True, 2, None, hashes) == {}
 
     # resuming a table with other weights than its json records is refused
     other = tmp_path / "w" / "vgg8_cifar10"
@@ -483,7 +491,7 @@ def test_cells_shared_between_experiments_are_copied_not_recomputed(tmp_path, vg
     (tmp_path / "b" / "fig8b_quick.csv").write_text("".join(fresh.read_text().splitlines(keepends=True)[:-1]))
     with pytest.raises(ValueError, match=r"fig8b_quick\.csv holds cells made with other vgg8 weights than "
                                          r".*w/vgg8_cifar10\.npz"):
-        rp.run("fig8b", out=tmp_path / "b", **{**kw, "weights": {"vgg8": other}})
+        study_runner.run("fig8b", out=tmp_path / "b", **{**kw, "weights": {"vgg8": other}})
 
 
 def test_report_lists_the_shipped_networks_with_quanos_ans_and_bits(tmp_path):
@@ -500,12 +508,12 @@ def test_report_lists_the_shipped_networks_with_quanos_ans_and_bits(tmp_path):
               "accuracy": {"embedded_lossless_test": acc(897, 1000), "jpeg_test": acc(8900, 10000)}}
     weights = tmp_path / "w"
     weights.mkdir()
-    text = rp.report(tmp_path, weights_dir=weights).read_text()
+    text = study_report.write_report(tmp_path, weights_dir=weights).read_text()
     assert "None yet: `tools/train_export.py` trains and exports them" in text
     (weights / "vgg8_cifar10.json").write_text(json.dumps(full))
     (weights / "vgg8q_cifar10.json").write_text(json.dumps(quanos))
     (weights / "README.md").write_text("not a weight file")
-    text = rp.report(tmp_path, weights_dir=weights).read_text()
+    text = study_report.write_report(tmp_path, weights_dir=weights).read_text()
     assert "| vgg8_cifar10 | vgg8 | 15 | 0.1235 | 91.20 (912/1000) | 90.50 (9050/10000) |" in text
     assert "| vgg8q_cifar10 | vgg8q | 3 | 0.1235 | 89.70 (897/1000) | 89.00 (8900/10000) |" in text
     assert ("vgg8q_cifar10 (QUANOS, docs/protocol.md section 6.2): ANS under FGSM eps 0.1 on the first 512 training "
@@ -515,7 +523,7 @@ def test_report_lists_the_shipped_networks_with_quanos_ans_and_bits(tmp_path):
 
 
 def test_report_shows_the_stored_main_command(tmp_path):
-    assert "Not run: no `evaluate_*.json` yet" in rp.report(tmp_path, weights_dir=tmp_path).read_text()
+    assert "Not run: no `evaluate_*.json` yet" in study_report.write_report(tmp_path, weights_dir=tmp_path).read_text()
     rows = [{"mode": m, "attack": "pgd", "eps": e, "eps_space": "pixel", "CA": 90.0, "AA": aa, "AL": 90.0 - aa}
             for m, e, aa in (("SW", 8 / 255, 1.0), ("HH", 8 / 255, 30.5), ("HH", 0.03, 31.0))]
     record = {"command": "nxbar evaluate --model vgg8 --xbar 32 --attack pgd", "model": {"name": "vgg8"},
@@ -523,7 +531,7 @@ def test_report_shows_the_stored_main_command(tmp_path):
               "timings": {"load_s": 1.0, "map_s": 12.4, "attack_s": 700.2, "total_s": 713.6},
               "versions": {"nxbar": "0.1.0"}}
     (tmp_path / "evaluate_vgg8_xbar32_pgd.json").write_text(json.dumps(record))
-    text = rp.report(tmp_path, weights_dir=tmp_path).read_text()
+    text = study_report.write_report(tmp_path, weights_dir=tmp_path).read_text()
     assert ("`nxbar evaluate --model vgg8 --xbar 32 --attack pgd` (evaluate_vgg8_xbar32_pgd.json): vgg8 on 1000 "
             "images of embedded; wall time 714 s (mapping 12 s, attacks and evaluation 700 s), nxbar 0.1.0.") in text
     assert "| SW | 8/255 (pixel) | 90.00 | 1.00 | 89.00 |\n| HH | 8/255 (pixel) | 90.00 | 30.50 | 59.50 |" in text
@@ -539,8 +547,8 @@ def _stub_run(tmp_path, weights, monkeypatch):
         computed.append(cell.mode)
         return {"n": 2, "clean_correct": 1, "CA": 50.0, "adv_correct": 0, "AA": 0.0, "AL": 50.0}
 
-    monkeypatch.setattr(rp._Runner, "compute", compute)
-    return (lambda: rp.run("table1", quick=True, n=2, out=tmp_path, weights={"vgg8": weights}, base_physics=IDEAL,
+    monkeypatch.setattr(study_runner.Runner, "compute", compute)
+    return (lambda: study_runner.run("table1", quick=True, n=2, out=tmp_path, weights={"vgg8": weights}, base_physics=IDEAL,
                            cache_dir=tmp_path / "cache")), computed
 
 
@@ -597,10 +605,10 @@ def test_the_run_record_is_replaced_whole_and_a_torn_one_is_named(tmp_path, vgg8
 
 
 def test_a_stored_pgd_entry_of_other_arrays_is_made_again(tmp_path, vgg8_weights):
-    from nxbar.data import load_dataset
+    from nxbar.data.load import load_dataset
 
     ds = load_dataset("embedded")
-    cell = next(c for c in rp.experiment_cells("fig8a", quick=True) if c.mode == "SH")
+    cell = next(c for c in grid.experiment_cells("fig8a", quick=True) if c.mode == "SH")
     assert cell.attack.attack == "pgd"
     made = []
 
@@ -608,7 +616,7 @@ def test_a_stored_pgd_entry_of_other_arrays_is_made_again(tmp_path, vgg8_weights
         made.append(np.full((2, 32, 32, 3), len(made), np.float32))
         return made[-1]
 
-    runner = rp._Runner(ds.images[:2], ds.labels[:2], {"vgg8": vgg8_weights}, IDEAL, tmp_path)
+    runner = study_runner.Runner(ds.images[:2], ds.labels[:2], {"vgg8": vgg8_weights}, IDEAL, tmp_path)
 
     def stored():  # stored_pgd memoises nothing: every call reads the disk cache
         return runner.stored_pgd(cell, make)
@@ -624,8 +632,8 @@ def test_a_stored_pgd_entry_of_other_arrays_is_made_again(tmp_path, vgg8_weights
         assert stored() is made[-1] and len(made) == i + 2  # made again (and stored again)
 
 
-def test_report_prints_absolute_paths_relative_to_the_repository():
-    data = rp.REPO.parent / "shared" / "data" / "x.zip"  # a weight file's json records where it was trained
-    assert rp._repo_relative(f"image folder {data}, split 'train'") == "image folder ../shared/data/x.zip, split 'train'"
-    assert rp._repo_relative(f"`{rp.REPO / 'weights' / 'vgg8_cifar10.npz'}`.") == "`weights/vgg8_cifar10.npz`."
-    assert rp._repo_relative("eps 8/255 on 16/32/64, weights/vgg8.npz") == "eps 8/255 on 16/32/64, weights/vgg8.npz"
+def test_report_prints_absolute_paths_as_file_names():
+    data = "/somewhere/shared/data/x.zip"  # a weight file's json records where it was trained
+    assert study_report._file_names(f"image folder {data}, split 'train'") == "image folder x.zip, split 'train'"
+    assert study_report._file_names(f"(`{data}`).") == "(`x.zip`)."
+    assert study_report._file_names("eps 8/255 on 16/32/64, weights/vgg8.npz") == "eps 8/255 on 16/32/64, weights/vgg8.npz"

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from test_attacks import Linear
 
-from nxbar.experiments import AttackConfig
+from nxbar.evaluation import AttackConfig
 from nxbar.sanity import (
     Check,
     describe,

@@ -5,8 +5,8 @@ import json
 
 import pytest
 
-from nxbar.data import load_dataset
-from nxbar.experiments import count_correct
+from nxbar.data.load import load_dataset
+from nxbar.evaluation import count_correct
 from nxbar.weights import load_model, shipped_weights_dir, weight_paths
 
 SHIPPED = sorted(p.with_suffix("") for p in shipped_weights_dir().glob("*.json"))

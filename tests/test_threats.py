@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from nxbar.crossbar.config import CrossbarConfig
-from nxbar.experiments import AttackConfig, evaluate_modes, make_adversarial
+from nxbar.evaluation import AttackConfig, evaluate_modes, make_adversarial
 from nxbar.threats import (
     ATTACKERS,
     EOTModel,

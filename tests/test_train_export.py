@@ -16,7 +16,7 @@ torch = pytest.importorskip("torch")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
 import train_export as T  # noqa: E402
 
-from nxbar.data import load_dataset  # noqa: E402
+from nxbar.data.load import load_dataset  # noqa: E402
 from nxbar.models.vgg import VGG  # noqa: E402
 from nxbar.weights import load_model  # noqa: E402
 

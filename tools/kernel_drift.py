@@ -26,12 +26,14 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "reference_results"
 sys.path.insert(0, str(REPO))
 
 import nxbar  # noqa: E402
-import nxbar.reproduce as rp  # noqa: E402
 from nxbar import reproducibility as rx  # noqa: E402
-from nxbar.experiments import as_float  # noqa: E402
+from nxbar.evaluation import as_float  # noqa: E402
+from nxbar.study.results import read_rows  # noqa: E402
+from nxbar.study.runner import cell_runner  # noqa: E402
 
 # The stored cells recomputed here: FGSM (one gradient per image) at 0.1, software and 16x16 crossbars,
 # full-precision and QUANOS networks.
@@ -52,14 +54,14 @@ def cpu_name() -> str:
 
 
 def stored_row(name: str, match: dict) -> dict:
-    return next(r for r in rp.read_rows(rp.DEFAULT_OUT / f"{name}.csv") if all(r[k] == v for k, v in match.items()))
+    return next(r for r in read_rows(RESULTS / f"{name}.csv") if all(r[k] == v for k, v in match.items()))
 
 
 def worker(out: Path, cache_dir: str) -> None:
     """In this process's kernel: outcomes and clean-image input gradients of every cell, into `out` (npz)."""
     arrays = {key: np.array(value) for key, value in rx.blas().items()}
     for i, (name, match) in enumerate(CELLS):
-        cell, runner = rp.cell_runner(name, stored_row(name, match), cache_dir=cache_dir)
+        cell, runner = cell_runner(name, stored_row(name, match), cache_dir=cache_dir)
         for key, value in rx.outcomes(runner, cell).items():
             arrays[f"{i}_{key}"] = value
         net = runner.network(cell)
@@ -101,7 +103,7 @@ def main() -> None:
     parser.add_argument("--kernels", default="Haswell,SkylakeX,Sandybridge,Zen")
     parser.add_argument("--reference", default="Haswell",
                         help="The kernel whose per-image outcomes are stored (it must give the stored counts).")
-    parser.add_argument("--out", default=str(rp.DEFAULT_OUT / "reproducibility.json"))
+    parser.add_argument("--out", default=str(RESULTS / "reproducibility.json"))
     parser.add_argument("--work", default=None,
                         help="Folder for each kernel's outcomes (KERNEL.npz) [default: a new temporary folder]; "
                              "a kernel whose file is there already is not run again, so a stopped run resumes.")

@@ -20,7 +20,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from nxbar.data import embedded_path, load_cifar  # noqa: E402
+from nxbar.data.cifar import load_cifar  # noqa: E402
+from nxbar.data.load import embedded_path  # noqa: E402
 
 N_IMAGES = 1000
 DEFAULT_SOURCE = REPO.parent / "shared" / "data" / "cifar-10-subset-python.tar.gz"
@@ -37,7 +38,7 @@ def main(source: Path = DEFAULT_SOURCE) -> None:
         labels=ds.labels[:N_IMAGES],
         class_names=np.array(ds.class_names),
         source=np.array(
-            f"first {N_IMAGES} CIFAR-10 test images (test_batch), lossless, converted by nxbar.data.load_cifar "
+            f"first {N_IMAGES} CIFAR-10 test images (test_batch), lossless, converted by nxbar.data.cifar.load_cifar "
             f"from {source.name} (sha256 {sha256})"
         ),
     )

@@ -57,10 +57,12 @@ import torch.nn.functional as F
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from nxbar.data import Dataset, load_dataset, load_image_folder  # noqa: E402
+from nxbar.data.dataset import Dataset  # noqa: E402
+from nxbar.data.image_folder import load_image_folder  # noqa: E402
+from nxbar.data.load import load_dataset  # noqa: E402
 from nxbar.models.arch import check_arch, param_shapes  # noqa: E402
 from nxbar.crossbar.mapping import quantize_weights  # noqa: E402
-from nxbar.experiments import AttackConfig  # noqa: E402
+from nxbar.evaluation import AttackConfig  # noqa: E402
 from nxbar.models.arch import mvm_names  # noqa: E402
 from nxbar.models.vgg import VGG  # noqa: E402
 from nxbar.quanos import DEFAULT_WIDTHS, attack_ans, bits_from_ans  # noqa: E402

@@ -24,12 +24,13 @@ Three methods, all exact, agreeing to ~1e-12 relative:
 from __future__ import annotations
 
 import math
-import numbers
 
 import numpy as np
 import scipy.sparse
 import scipy.sparse.linalg
 from numba import njit, prange
+
+from nxbar.crossbar.checks import check_conductances, check_integer, check_resistances, check_tile_and_input
 
 METHODS = ("auto", "dense", "sparse", "fast")
 TILE_SOLVE_LIMIT_BYTES = 2**30  # the largest tile solve allowed (CrossbarConfig refuses larger sizes): 1 GiB
@@ -48,37 +49,6 @@ def tile_solve_bytes(size: int) -> int:
 
 # the largest size whose tile_solve_bytes is within TILE_SOLVE_LIMIT_BYTES (root of 48 n^2 + 32 n = limit)
 MAX_TILE_SIZE = (math.isqrt(4 + 6 * (TILE_SOLVE_LIMIT_BYTES // 8)) - 2) // 6
-
-
-# ----------------------------------------------------------------------------------------------
-# Input validation
-# ----------------------------------------------------------------------------------------------
-def check_resistances(**resistances) -> dict[str, float]:
-    """Each resistance must be a finite real number >= 0 ohm; returns them as floats."""
-    out = {}
-    for name, value in resistances.items():
-        ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
-        if not ok or not np.isfinite(value) or value < 0:
-            raise ValueError(f"{name} must be a finite number >= 0 (ohm), got {value!r}")
-        out[name] = float(value)
-    return out
-
-
-def check_conductances(G, name: str = "G") -> np.ndarray:
-    """G must be a non-empty (R, C) or (N, R, C) array of finite conductances >= 0 siemens; float64 copy."""
-    try:
-        G = np.array(G, dtype=np.float64)
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"{name} must be an array of conductances in siemens, got {type(G).__name__}") from err
-    if G.ndim not in (2, 3):
-        raise ValueError(f"{name} must have shape (R, C) or (N, R, C), got shape {G.shape}")
-    if G.size == 0:
-        raise ValueError(f"{name} must be non-empty, got shape {G.shape}")
-    bad = ~np.isfinite(G) | (G < 0)
-    if bad.any():
-        index = tuple(int(k) for k in np.argwhere(bad)[0])
-        raise ValueError(f"{name} must be finite and >= 0 siemens, got {float(G[index])!r} at index {index}")
-    return G
 
 
 # ----------------------------------------------------------------------------------------------
@@ -192,20 +162,6 @@ def _transfer_nodal(G, resistances, solve):
     R = G.shape[0]
     x_v_ground = np.vstack([solve(A, B), np.eye(R), np.zeros((1, R))])
     return _column_currents(G, x_v_ground[row])
-
-
-def check_tile_and_input(G, v, r_source_ohm, r_sink_ohm, r_wire_row_ohm, r_wire_col_ohm):
-    """Validate one tile G (R, C), its input voltages v (R,) and the four resistances; return (G, v, res)."""
-    G = check_conductances(G)
-    if G.ndim != 2:
-        raise ValueError(f"G must be one tile of shape (R, C), got shape {G.shape}")
-    res = check_resistances(
-        r_source_ohm=r_source_ohm, r_sink_ohm=r_sink_ohm, r_wire_row_ohm=r_wire_row_ohm, r_wire_col_ohm=r_wire_col_ohm
-    )
-    v = np.asarray(v, dtype=np.float64)
-    if v.shape != (G.shape[0],) or not np.isfinite(v).all():
-        raise ValueError(f"v must be {G.shape[0]} finite voltages (shape ({G.shape[0]},)), got shape {v.shape}")
-    return G, v, res
 
 
 def node_voltages(G, v, r_source_ohm, r_sink_ohm, r_wire_row_ohm, r_wire_col_ohm):
@@ -421,8 +377,7 @@ def nonideality_factor(G, T, n_inputs=64, seed=0):
     T = np.asarray(T, dtype=np.float64)
     if T.shape != G.shape or not np.isfinite(T).all():
         raise ValueError(f"T must be finite with the shape of G {G.shape}, got shape {T.shape}")
-    if not isinstance(n_inputs, numbers.Integral) or isinstance(n_inputs, bool) or n_inputs < 1:
-        raise ValueError(f"n_inputs must be an integer >= 1, got {n_inputs!r}")
+    check_integer("n_inputs", n_inputs, 1)
     G3 = G.reshape((-1,) + G.shape[-2:])
     T3 = T.reshape(G3.shape)
     zero = np.argwhere(G3.sum(axis=1) == 0)

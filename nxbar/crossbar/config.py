@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
-import math
-import numbers
 from dataclasses import dataclass
 
+from nxbar.crossbar.checks import check_integer, check_number
 from nxbar.crossbar.circuit import MAX_TILE_SIZE, TILE_SOLVE_LIMIT_BYTES, tile_solve_bytes
 
 PARASITIC_FIELDS = ("r_source_ohm", "r_sink_ohm", "r_wire_row_ohm", "r_wire_col_ohm")
@@ -50,23 +49,23 @@ class CrossbarConfig:
     layer_bits: tuple[int | None, ...] | None = None
 
     def __post_init__(self):
-        _check_int("size", self.size, 1)
+        check_integer("size", self.size, 1)
         need, limit = tile_solve_bytes(self.size), TILE_SOLVE_LIMIT_BYTES
         if need > limit:
             raise ValueError(
                 f"size {self.size} is too large: the circuit solve of one {self.size}x{self.size} tile needs "
                 f"8 (6 n^2 + 4 n) = {need:,} bytes ({need / 2**30:.3g} GiB), over the limit of {limit:,} bytes "
                 f"({limit / 2**30:.3g} GiB); allowed sizes: 1..{MAX_TILE_SIZE}")
-        _check_float("r_on_ohm", self.r_on_ohm, "a finite number > 0", lambda v: v > 0)
-        _check_float(
+        check_number("r_on_ohm", self.r_on_ohm, "a finite number > 0", lambda v: v > 0)
+        check_number(
             "r_off_ohm", self.r_off_ohm, f"a finite number > r_on_ohm = {self.r_on_ohm!r}", lambda v: v > self.r_on_ohm
         )
         for name in PARASITIC_FIELDS:
-            _check_float(name, getattr(self, name), "a finite number >= 0", lambda v: v >= 0)
-        _check_float("sigma", self.sigma, "a finite number >= 0", lambda v: v >= 0)
+            check_number(name, getattr(self, name), "a finite number >= 0", lambda v: v >= 0)
+        check_number("sigma", self.sigma, "a finite number >= 0", lambda v: v >= 0)
         if self.bits is not None:
-            _check_int("bits", self.bits, 1, MAX_BITS, "None (analog) or ")
-        _check_int("seed", self.seed, 0)
+            check_integer("bits", self.bits, 1, MAX_BITS, "None (analog) or ")
+        check_integer("seed", self.seed, 0)
         if self.layer_bits is not None:
             self._check_layer_bits()
         for f in dataclasses.fields(self):
@@ -84,7 +83,7 @@ class CrossbarConfig:
             raise ValueError(f"layer_bits must be {allowed}, got {lb!r}")
         for i, b in enumerate(lb):
             if b is not None:
-                _check_int(f"layer_bits[{i}]", b, 1, MAX_BITS, "None (analog) or ")
+                check_integer(f"layer_bits[{i}]", b, 1, MAX_BITS, "None (analog) or ")
         if self.bits is not None:
             raise ValueError(f"bits must be None when layer_bits is given (layer_bits sets every layer), got {self.bits!r}")
 
@@ -132,16 +131,3 @@ class CrossbarConfig:
     def ideal(cls, **overrides) -> CrossbarConfig:
         """All four parasitic resistances 0 and sigma 0 (T == G, W' == W for analog), other fields default."""
         return cls(**{**{name: 0.0 for name in PARASITIC_FIELDS}, "sigma": 0.0, **overrides})
-
-
-def _check_int(name, value, low, high=None, prefix=""):
-    allowed = f"{prefix}an integer >= {low}" if high is None else f"{prefix}an integer in {low}..{high}"
-    ok = isinstance(value, numbers.Integral) and not isinstance(value, bool)
-    if not ok or value < low or (high is not None and value > high):
-        raise ValueError(f"{name} must be {allowed}, got {value!r}")
-
-
-def _check_float(name, value, allowed, condition):
-    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
-    if not ok or not condition(value):
-        raise ValueError(f"{name} must be {allowed}, got {value!r}")

@@ -24,7 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from nxbar.crossbar.circuit import check_tile_and_input, transfer_matrix
+from nxbar.crossbar.checks import check_tile_and_input
+from nxbar.crossbar.circuit import transfer_matrix
 
 
 def _two_terminal(name: str, a: str, b: str, ohm: float) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from nxbar.attacks import fgsm, pgd, project
+from nxbar.attacks import PGD_ALPHA, fgsm, pgd, project
 from nxbar.grading.child import build_model
 from nxbar.grading.core import Call, Case, Rng, Trial, check_array
 
@@ -71,7 +71,7 @@ def _fgsm(rng, model_kind: str, dtype, edges: bool, eps):
 
 def _pgd(rng, edges: bool, steps: int, random_start: bool):
     (spec, arrays), (x, y) = _linear(rng, np.float64), _images(rng, (6, 4, 4, 3), 5, np.float64, edges)
-    model, seed, alpha = build_model(spec, arrays), int(rng.integers(2**31)), 2 / 255
+    model, seed, alpha = build_model(spec, arrays), int(rng.integers(2**31)), PGD_ALPHA
     expected = pgd(model, x, y, EPS, steps=steps, alpha=alpha, random_start=random_start,
                    rng=np.random.default_rng(seed))
     start = x

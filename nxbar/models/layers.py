@@ -293,6 +293,8 @@ def _maxpool2_fwd(x, out, arg):
                 arg[n, i, j, ch] = k_best
 
 
+# The same loop nest over the 2x2 windows as _maxpool2_fwd, on purpose: each numba kernel is one flat loop of
+# its own (a shared iterator with a callback would cost the inlining that makes these fast).
 @numba.njit(parallel=True, cache=True)
 def _maxpool2_bwd(dout, arg, dx):
     n_img, ho, wo, c = dout.shape

@@ -20,10 +20,11 @@ from pathlib import Path
 
 import numpy as np
 
-from nxbar import reproduce
+from nxbar.study.grid import COLUMNS, EXPERIMENTS, KEY_COLUMNS
+from nxbar.study.results import load_results, physics_label, read_rows
 from nxbar.attacks import eps_label
 
-RESULT_COLUMNS = frozenset(reproduce.COLUMNS) - frozenset(reproduce.KEY_COLUMNS)
+RESULT_COLUMNS = frozenset(COLUMNS) - frozenset(KEY_COLUMNS)
 SEED_COLUMNS = ("chip_seed", "attack_seed")
 PANEL_COLUMNS = ("attack", "eps_space")
 ALWAYS_COMPARED = ("xbar", "mode")  # compared over all rows; other columns within software / hardware rows
@@ -123,7 +124,7 @@ def _label(key: dict, row: dict) -> str:
     if "mode" in key:
         parts.append(key["mode"])
     if ("r_on_ohm" in key or "r_off_ohm" in key) and row.get("r_on_ohm") and row.get("r_off_ohm"):
-        parts.append(reproduce.physics_label(row))
+        parts.append(physics_label(row))
     for column, value in key.items():
         if column in ("model", "xbar", "mode", "r_on_ohm", "r_off_ohm") or value == "":
             continue
@@ -133,7 +134,7 @@ def _label(key: dict, row: dict) -> str:
 
 def _title(name: str, width_in: float) -> str:
     """Experiment name and its registry description, wrapped to the figure width, at most two lines."""
-    text = f"{name}: {reproduce.EXPERIMENTS[name]}" if name in reproduce.EXPERIMENTS else name
+    text = f"{name}: {EXPERIMENTS[name]}" if name in EXPERIMENTS else name
     chars = int(13 * width_in)
     return textwrap.fill(textwrap.shorten(text, 2 * chars, placeholder=" ..."), chars)
 
@@ -206,7 +207,7 @@ def _bars(ax, entries):
 
 
 def figure(name: str, rows: list[dict]):
-    """The matplotlib Figure of experiment `name` from its CSV rows (strings, as reproduce.read_rows returns)."""
+    """The matplotlib Figure of experiment `name` from its CSV rows (strings, as `nxbar.study.results.read_rows` returns)."""
     try:
         what = kind(rows)
         groups = panels(rows)
@@ -248,14 +249,14 @@ def draw(name: str, rows: list[dict], path) -> Path:
     return path
 
 
-def draw_all(out=reproduce.DEFAULT_OUT) -> list[Path]:
+def draw_all(out) -> list[Path]:
     """Write `<out>/<NAME>.png` for every full experiment CSV in `out` (registered or not; quick runs are
     skipped); return the PNG paths."""
     out = Path(out)
-    results = reproduce.load_results(out)
+    results = load_results(out)
     for csv_path in sorted(out.glob("*.csv")):
         name = csv_path.stem
-        if name not in results and name not in reproduce.EXPERIMENTS and not name.endswith("_quick"):
-            if rows := reproduce.read_rows(csv_path):
+        if name not in results and name not in EXPERIMENTS and not name.endswith("_quick"):
+            if rows := read_rows(csv_path):
                 results[name] = rows
     return [draw(name, rows, out / f"{name}.png") for name, rows in results.items()]

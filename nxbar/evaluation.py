@@ -1,4 +1,5 @@
-"""The attack modes SW, SH and HH and their metrics CA, AA and AL (docs/protocol.md section 5).
+"""Evaluation under attack (docs/protocol.md section 5): the attack configuration with its defaults, the modes
+SW, SH and HH, the metrics CA, AA and AL, and the batched attack driver that makes adversarial inputs.
 
 SW: adversarial inputs made on the software model, evaluated on it ("Attack-SW", the baseline).
 SH: the SW adversarial inputs evaluated on the crossbar-mapped model (black-box transfer).
@@ -14,10 +15,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from nxbar.attacks import EPS_SPACES, fgsm_step, pgd, pixel_budget
+from nxbar.attacks import PGD_ALPHA, PGD_RANDOM_START, PGD_STEPS, check_eps, fgsm_step, pgd, pixel_budget
 
-MODES = ("sw", "sh", "hh")
+MODES = ("SW", "SH", "HH")
+METRICS = ("CA", "AA", "AL")
 ATTACKS = ("fgsm", "pgd")
+CHIP_SEEDS = (0, 1, 2)  # the chips a hardware result is averaged over (docs/protocol.md section 9)
 
 
 @dataclass(frozen=True)
@@ -28,18 +31,15 @@ class AttackConfig:
     attack: str = "pgd"
     eps: float = 8 / 255
     eps_space: str = "pixel"
-    steps: int = 10
-    alpha: float = 2 / 255
-    random_start: bool = True
+    steps: int = PGD_STEPS
+    alpha: float = PGD_ALPHA
+    random_start: bool = PGD_RANDOM_START
     seed: int = 0
 
     def __post_init__(self):
         if self.attack not in ATTACKS:
             raise ValueError(f"attack {self.attack!r} unknown; allowed: {', '.join(ATTACKS)}")
-        if self.eps_space not in EPS_SPACES:
-            raise ValueError(f"eps space {self.eps_space!r} unknown; allowed: {', '.join(EPS_SPACES)}")
-        if not (np.isfinite(self.eps) and 0 <= self.eps <= 1):
-            raise ValueError(f"eps {self.eps!r} is out of range; allowed: 0 <= eps <= 1")
+        check_eps(self.eps, self.eps_space)
         if not (isinstance(self.steps, int) and self.steps >= 1):
             raise ValueError(f"steps {self.steps!r} is not allowed; steps must be an integer >= 1")
         if not (np.isfinite(self.alpha) and 0 < self.alpha <= 1):
@@ -53,6 +53,25 @@ class AttackConfig:
             for key in ("steps", "alpha", "random_start", "seed"):
                 d.pop(key)
         return d
+
+
+def metrics(n: int, clean_correct: int, adv_correct: int | None = None) -> dict:
+    """CA, and with `adv_correct` AA and AL, in percent of `n` images: CA = clean_correct / n,
+    AA = adv_correct / n, AL = CA - AA."""
+    out = {"CA": 100.0 * clean_correct / n}
+    if adv_correct is not None:
+        out.update(AA=100.0 * adv_correct / n, AL=100.0 * (clean_correct - adv_correct) / n)
+    return out
+
+
+def mode_names(modes) -> tuple[str, ...]:
+    """`modes` (any case) as MODES spells them; a clear ValueError for an unknown or empty list."""
+    modes = list(modes)
+    names = tuple(m.strip().upper() for m in modes)
+    bad = [m for m in modes if m.strip().upper() not in MODES]
+    if bad or not names:
+        raise ValueError(f"mode(s) {', '.join(bad) or '(none)'} not allowed; allowed: {', '.join(MODES).lower()}")
+    return names
 
 
 class _NoProgress:
@@ -132,10 +151,8 @@ def evaluate_modes(software, hardware, images, labels, attacks, *, modes=MODES, 
     SH reuses the adversarial inputs made for SW; clean accuracies, and FGSM's gradient signs, are computed once
     per model.
     """
-    bad = [m for m in modes if m not in MODES]
-    if bad or not modes:
-        raise ValueError(f"mode(s) {', '.join(bad) or '(none)'} not allowed; allowed: {', '.join(MODES)}")
-    if hardware is None and any(m in modes for m in ("sh", "hh")):
+    modes = mode_names(modes)
+    if hardware is None and any(m in modes for m in ("SH", "HH")):
         raise ValueError("modes sh and hh need a crossbar-mapped model")
     n = len(labels)
     clean = {"sw": count_correct(software, images, labels, batch_size)}
@@ -150,19 +167,17 @@ def evaluate_modes(software, hardware, images, labels, attacks, *, modes=MODES, 
     rows = []
     for cfg in attacks:
         adv_sw = None
-        if "sw" in modes or "sh" in modes:
+        if "SW" in modes or "SH" in modes:
             adv_sw = adversarial(software, cfg, "software")
         for mode in modes:
-            if mode == "sw":
+            if mode == "SW":
                 model, ca, adv = software, clean["sw"], adv_sw
-            elif mode == "sh":
+            elif mode == "SH":
                 model, ca, adv = hardware, clean["hw"], adv_sw
             else:
                 model, ca = hardware, clean["hw"]
                 adv = adversarial(hardware, cfg, "crossbars")
             aa = count_correct(model, adv, labels, batch_size)
-            rows.append({
-                "mode": mode.upper(), **cfg.as_dict(), "n": n, "clean_correct": ca, "adv_correct": aa,
-                "CA": 100.0 * ca / n, "AA": 100.0 * aa / n, "AL": 100.0 * (ca - aa) / n,
-            })
+            rows.append({"mode": mode, **cfg.as_dict(), "n": n, "clean_correct": ca, "adv_correct": aa,
+                         **metrics(n, ca, aa)})
     return rows
