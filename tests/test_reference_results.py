@@ -103,14 +103,14 @@ def test_cheap_cells_computed_again_give_the_stored_numbers(name, match, tmp_pat
     here = rx.outcomes(runner, cell)
     for key in ("clean_correct", "adv_correct"):
         assert abs(int(here[key].sum()) - int(row[key])) <= tolerance, f"{key}: {int(here[key].sum())} vs {row[key]}"
-    _assert_within_tolerance(stored, here, exact=tolerance == 0)
+    _assert_within_tolerance(stored, here, exact=tolerance == 0, kernel=rx.blas()["kernel"])
 
 
-def _assert_within_tolerance(stored: dict, here: dict, exact: bool) -> None:
+def _assert_within_tolerance(stored: dict, here: dict, exact: bool, kernel: str) -> None:
     """Outcomes of a recomputed cell against the stored ones: identical on the kernel that stored them; else at
     most TOLERANCE_IMAGES images change outcome and at most MARGIN_MOVED_FRACTION move their margin."""
     moved, margins = rx.moved(stored, here), rx.margin_moved(stored, here)
-    where = f"on BLAS kernel {rx.blas()['kernel']}"
+    where = f"on BLAS kernel {kernel}"
     if exact:
         first = {k: v[: len(here["adv_margin"])] for k, v in stored.items()}  # here may cover the first images only
         assert rx.to_record(here) == rx.to_record(first), f"outcomes or margins differ {where}"
@@ -134,7 +134,7 @@ from nxbar.study import results as study_results
 from nxbar.study import runner as study_runner
 name, match = {cell!r}
 row = next(r for r in study_results.read_rows(Path(sys.argv[1]) / "reference_results" / f"{{name}}.csv") if all(r[k] == v for k, v in match.items()))
-cell, runner = study_runner.cell_runner(name, row, cache_dir=sys.argv[2], n=500)
+cell, runner = study_runner.cell_runner(name, row, cache_dir=sys.argv[2], n=600)
 np.savez(sys.argv[3], kernel=rx.blas()["kernel"], **rx.outcomes(runner, cell))
 """
 
@@ -142,7 +142,8 @@ np.savez(sys.argv[3], kernel=rx.blas()["kernel"], **rx.outcomes(runner, cell))
 @pytest.mark.parametrize("kernel", ["Haswell", "Sandybridge"])  # two kernels that every AVX2 CPU can run
 def test_a_cell_on_another_blas_kernel_stays_within_the_tolerance(kernel, tmp_path):
     """The QUANOS HH cell, whose count moves on some kernels (its image 385), computed with OpenBLAS forced to
-    `kernel` on the first 500 images."""
+    `kernel` on the first 600 images: three whole batches of 200, as in the stored run (a GEMM's rounding
+    depends on its shape too, so a shorter last batch would not be bit for bit the stored one)."""
     out = tmp_path / "outcomes.npz"
     code = _OUTCOMES_IN_A_SUBPROCESS.format(cell=CROSS_KERNEL_CELL)
     done = subprocess.run([sys.executable, "-c", code, str(REPO), str(tmp_path), str(out)],
@@ -154,7 +155,7 @@ def test_a_cell_on_another_blas_kernel_stays_within_the_tolerance(kernel, tmp_pa
     stored = OUTCOMES[(CROSS_KERNEL_CELL[0], json.dumps(CROSS_KERNEL_CELL[1], sort_keys=True))]
     config = rx.blas()["config"].replace(rx.blas()["kernel"], kernel)  # the subprocess's build string
     _assert_within_tolerance(stored, here, exact=kernel == DRIFT["reference_kernel"] and
-                             config == DRIFT["blas_config"])
+                             config == DRIFT["blas_config"], kernel=kernel)
 
 
 # A real change of the cell (its eps, chip, model, physics or attack) moves the adversarial margins of more
