@@ -21,6 +21,7 @@ import numpy as np
 import nxbar
 from nxbar.attacks import EPS_SPACES, PGD_ALPHA, PGD_STEPS, eps_label
 from nxbar.evaluation import ATTACKS, CHIP_SEEDS, MODES, AttackConfig
+from nxbar.files import atomic_write_text
 from nxbar.threats import EOT_SEEDS, TRANSFER_SEED
 
 
@@ -412,8 +413,7 @@ def spice(size, output, **physics):
     text = netlist(g, v, **config.parasitics_ohm,
                    title=f"nxbar {size}x{size} tile, seed {config.seed}, G uniform in [1/R_off, 1/R_on]")
     if output:
-        with open(output, "w") as f:
-            f.write(text)
+        atomic_write_text(output, text)
         click.echo(f"wrote {output}: run `ngspice -b {output}` and compare with the expected currents in its comments")
     else:
         click.echo(text, nl=False)
@@ -441,7 +441,6 @@ def grade(assignment, student_files, seed, timeout_s, memory_mib, json_path, csv
 
     Each file runs in a child process of its own, under limits, on hidden inputs drawn afresh. Exit status 0
     when every file earns full marks, 1 when any loses marks, 2 on a usage error."""
-    from nxbar.files import atomic_write_text
     from nxbar.grading import Limits, grade_many
     from nxbar.grading.formats import to_csv, to_gradescope, to_json
 
@@ -492,10 +491,10 @@ def ans(model, dataset, weights, data, split, n, attack, eps_text, widths, json_
         click.echo(f"{name:8s} {value:9.4f} {bits[name]:5d}")
     click.echo(f"--layer-bits {','.join(str(b) for b in bits.values())}")
     if json_path:
-        with open(json_path, "w") as f:
-            json.dump({"attack": cfg.as_dict(), "data": ds.source, "n_images": int(len(ds.labels)),
-                       "npz_sha256": meta["npz_sha256"], "ans": sensitivity, "bits": bits, "widths": width_list,
-                       "versions": nxbar.versions()}, f, indent=2)
+        atomic_write_text(json_path, json.dumps({
+            "attack": cfg.as_dict(), "data": ds.source, "n_images": int(len(ds.labels)),
+            "npz_sha256": meta["npz_sha256"], "ans": sensitivity, "bits": bits, "widths": width_list,
+            "versions": nxbar.versions()}, indent=2))
         click.echo(f"wrote {json_path}")
 
 
@@ -556,9 +555,9 @@ def threats(model, dataset, weights, data, split, n, size, eps_text, steps, alph
     click.echo(f"{net.arch} on {ds.source}, {len(ds.labels)} images, {size}x{size} crossbars")
     click.echo(format_report(report))
     if json_path:
-        with open(json_path, "w") as f:
-            json.dump({"command": "nxbar " + " ".join(sys.argv[1:]), **report, **run_key,
-                       "wall_time_s": stopped.elapsed_s(), "versions": nxbar.versions()}, f, indent=2)
+        atomic_write_text(json_path, json.dumps({"command": "nxbar " + " ".join(sys.argv[1:]), **report, **run_key,
+                                                 "wall_time_s": stopped.elapsed_s(), "versions": nxbar.versions()},
+                                                indent=2))
         partial.unlink(missing_ok=True)
         click.echo(f"wrote {json_path}")
 
@@ -664,8 +663,7 @@ def evaluate(model, dataset, weights, data, split, n, size, attack, eps_text, ep
                                  weights_path=weight_paths(weights or resolve_weights(model, dataset))[0],
                                  source=ds.source, n_images=len(ds.labels), config=config, attacks=attacks,
                                  timings=timings)
-        with open(json_path, "w") as f:
-            json.dump(record, f, indent=2)
+        atomic_write_text(json_path, json.dumps(record, indent=2))
         click.echo(f"wrote {json_path}")
 
 

@@ -107,3 +107,18 @@ def test_partial_keeps_parts_resumes_them_and_refuses_another_run(tmp_path):
     assert again.load() == {"rows": [1]} and again.elapsed_s() >= again.earlier_s > 0
     with pytest.raises(ValueError, match=r"r.json.partial holds a stopped run with other eps; delete it"):
         Partial(path, {"eps": 0.2}).load()
+
+
+def test_an_evaluate_record_is_replaced_whole(tmp_path, monkeypatch):
+    """`nxbar evaluate --json`: a write cut short (a full disk) leaves the earlier record as it was."""
+    from click.testing import CliRunner
+
+    from cli import main
+
+    path = tmp_path / "r.json"
+    path.write_text('{"earlier": "record"}')
+    monkeypatch.setattr(os, "fsync", _full_disk)
+    args = ["evaluate", "--n", "2", "--modes", "sw", "--attack", "fgsm", "--json", str(path)]
+    out = CliRunner().invoke(main, args)
+    assert out.exit_code == 1 and "No space left on device" in out.output
+    assert path.read_text() == '{"earlier": "record"}' and [p.name for p in tmp_path.iterdir()] == ["r.json"]
