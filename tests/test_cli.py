@@ -332,7 +332,7 @@ def test_a_file_error_after_the_computation_is_exit_1_without_usage(run, weights
     monkeypatch.setattr(nxbar.evaluate_run, "evaluate_modes", folder_removed_meanwhile)
     out = run("evaluate", "--weights", weights, "--modes", "sw", "--n", 2, "--steps", 1, "--json", folder / "r.json")
     assert out.exit_code == 1, out.output
-    assert f"Error: [Errno 2] No such file or directory: '{folder / 'r.json'}'" in out.stderr
+    assert f"Error: [Errno 2] No such file or directory: '{folder / '.r.json.'}" in out.stderr  # its temporary file
     assert "Usage:" not in out.output
     assert [line.split()[0] for line in out.stdout.splitlines() if line.startswith("SW ")] == ["SW"]
 
