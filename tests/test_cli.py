@@ -7,25 +7,9 @@ import pytest
 from click.testing import CliRunner
 
 from cli import main
-from nxbar.data.load import load_dataset
-from nxbar.models.vgg import random_params
 from nxbar.weights import save_weights
 
 IDEAL = ["--r-source", "0", "--r-sink", "0", "--r-wire-row", "0", "--r-wire-col", "0", "--sigma", "0"]
-
-
-@pytest.fixture(scope="module")
-def weights(tmp_path_factory):
-    """A VGG8 weight file with random (He-scaled) weights: enough to exercise every command."""
-    params = random_params("vgg8", num_classes=10, input_size=32)
-    meta = {
-        "arch": "vgg8", "dataset": "cifar10", "num_classes": 10, "input_size": 32,
-        "normalization": {"mean": [0.49, 0.48, 0.45], "std": [0.25, 0.24, 0.26]}, "bn_eps": 1e-5,
-        "class_names": list(load_dataset("embedded").class_names),
-    }
-    stem = tmp_path_factory.mktemp("w") / "vgg8_random"
-    save_weights(stem, params, meta)
-    return str(stem)
 
 
 @pytest.fixture

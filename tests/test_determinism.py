@@ -10,23 +10,9 @@ from click.testing import CliRunner
 from cli import main
 from nxbar.data.load import load_dataset
 from nxbar.evaluation import AttackConfig, make_adversarial
-from nxbar.models.vgg import random_params
-from nxbar.weights import load_model, save_weights
+from nxbar.weights import load_model
 
 TIMED = ("timings",)  # the only fields of the record that may differ between two identical runs
-
-
-@pytest.fixture(scope="module")
-def weights(tmp_path_factory):
-    params = random_params("vgg8", num_classes=10, input_size=32, seed=3)
-    meta = {
-        "arch": "vgg8", "dataset": "cifar10", "num_classes": 10, "input_size": 32,
-        "normalization": {"mean": [0.49, 0.48, 0.45], "std": [0.25, 0.24, 0.26]}, "bn_eps": 1e-5,
-        "class_names": list(load_dataset("embedded").class_names),
-    }
-    stem = tmp_path_factory.mktemp("w") / "vgg8_random"
-    save_weights(stem, params, meta)
-    return str(stem)
 
 
 @pytest.fixture(scope="module")
