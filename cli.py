@@ -301,6 +301,9 @@ def physics_options(command):
         click.option("--r-sink", "r_sink_ohm", type=float, default=d.r_sink_ohm, show_default=True, help="Column sink resistance, ohm."),
         click.option("--r-wire-row", "r_wire_row_ohm", type=float, default=d.r_wire_row_ohm, show_default=True, help="Row wire segment, ohm."),
         click.option("--r-wire-col", "r_wire_col_ohm", type=float, default=d.r_wire_col_ohm, show_default=True, help="Column wire segment, ohm."),
+        click.option("--parasitic-scale", "parasitic_scale", type=float, default=d.parasitic_scale, show_default=True,
+                     help="Factor s on all four parasitic resistances (the circuit is solved with s R_source, "
+                          "s R_sink, s R_wire_row, s R_wire_col)."),
         click.option("--sigma", type=float, default=d.sigma, show_default=True, help="Device variation sigma/mu."),
         click.option("--bits", type=int, default=None, help="Conductance levels 2^bits (default: analog)."),
         click.option("--layer-bits", default=None,
@@ -312,8 +315,8 @@ def physics_options(command):
     return command
 
 
-PHYSICS = ("r_on_ohm", "r_off_ohm", "r_source_ohm", "r_sink_ohm", "r_wire_row_ohm", "r_wire_col_ohm", "sigma", "bits",
-           "layer_bits", "seed")
+PHYSICS = ("r_on_ohm", "r_off_ohm", "r_source_ohm", "r_sink_ohm", "r_wire_row_ohm", "r_wire_col_ohm", "parasitic_scale",
+           "sigma", "bits", "layer_bits", "seed")
 
 
 def _layer_bits(text: str | None):
@@ -721,6 +724,47 @@ def reproduce(name, list_only, write_report, draw_figures, quick, n, out, paper)
 
         path = runner.run(name, out, quick=quick, n=n, progress=progress, draw=figures.draw)
         click.echo(f"wrote {path} and {path.with_suffix('.json')}")
+
+
+@main.command()
+@click.option("--quick", is_flag=True,
+              help="Every path of the study on 16 images, one chip and two small crossbar sizes, stored in "
+                   "OUT/robustness_quick/.")
+@click.option("--out", type=click.Path(file_okay=False), default="reference_results", show_default=True,
+              help="Results folder; the study writes OUT/robustness/ (created if missing).")
+@click.option("--stop-after", type=click.Choice(["sweep", "attacks"]), default="attacks", show_default=True,
+              help="sweep: only the non-ideality sweep and the choice of the operating points.")
+@click.option("--from-stored", is_flag=True,
+              help="Compute no cell: write verdicts.csv and the figures from the attack cells stored so far.")
+@click.option("--resamples", type=click.IntRange(min=100), default=None,
+              help="Bootstrap resamples of the confidence intervals [default: 10,000].")
+@_fail_cleanly
+def robustness(quick, out, stop_after, from_stored, resamples):
+    """The robustness study (docs/protocol.md section 12): sweep sigma and the parasitic scale, choose the
+    operating points from clean accuracy alone, attack at them with per-image outcomes, and give every claim a
+    statistical verdict (verdicts.csv, figures). Resumable cell by cell: Ctrl-C keeps the finished cells, and
+    the same command run again goes on from them."""
+    from nxbar.study import robustness as study
+    from nxbar.study import robustness_report, stats
+
+    out = _output_path(Path(out).absolute(), "--out", folder=True)
+    design = study.design_for(quick)
+    where = study.folder(out, quick)
+    if from_stored:
+        if not (where / "attacks.csv").is_file():
+            raise ValueError(f"--from-stored: {where} holds no attacks.csv yet; run `nxbar robustness` first")
+    else:
+        _check_cache()  # the sweep's mappings are reused at the chosen points
+        _on_interrupt(f"the finished cells are stored in {where}; run the same command again to resume from them")
+        click.echo(f"robustness study: computing the cells not yet stored in {where}", err=True)
+        run = study.Study(out, design, echo=lambda text: click.echo(text, err=True))
+        record = run.run(stop_after=stop_after)
+        click.echo("operating points (parasitic scale s at sigma "
+                   f"{design.point_sigma:g}): " + ", ".join(f"{k} {v:g}" for k, v in record["chosen_scale"].items()))
+    if stop_after == "attacks":
+        made = robustness_report.finish(out, design, resamples=resamples or stats.RESAMPLES)
+        for name, path in made.items():
+            click.echo(f"{name}: {path}")
 
 
 if __name__ == "__main__":

@@ -99,3 +99,47 @@ class Partial:
     def keep(self, part: dict) -> None:
         """Store `part` (all finished so far); a kill leaves the old or the new file, never half of one."""
         atomic_write_text(self.path, json.dumps({"run": self.run, "part": part, "wall_time_s": self.elapsed_s()}))
+
+
+class CsvLog:
+    """A CSV file that grows by one complete row per finished piece of work, so that a stopped run resumes from
+    the rows already there. Opening it cuts a torn last row (`drop_torn_row`; `on_torn(text)` is told) and
+    writes the header to a new or empty file; `rows` are the complete rows read back (strings); `append(row)`
+    writes one row (missing columns empty) and flushes it. A file with another header is refused."""
+
+    def __init__(self, path: str | Path, columns: tuple[str, ...], on_torn: Callable[[str], None] | None = None):
+        self.path, self.columns = Path(path), tuple(columns)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.path.is_file() and (torn := drop_torn_row(self.path)) is not None and on_torn is not None:
+            on_torn(torn)
+        self.rows: list[dict] = []
+        if self.path.is_file() and self.path.stat().st_size:
+            with open(self.path, newline="") as f:
+                reader = csv.DictReader(f)
+                if tuple(reader.fieldnames or ()) != self.columns:
+                    raise ValueError(f"{self.path} has the columns {', '.join(reader.fieldnames or ())}, not "
+                                     f"{', '.join(self.columns)}; use another out folder or remove the file")
+                self.rows = list(reader)
+        self._file = open(self.path, "a", newline="")
+        self._writer = csv.DictWriter(self._file, fieldnames=self.columns)
+        if self._file.tell() == 0:
+            self._writer.writeheader()
+            self._file.flush()
+
+    def append(self, row: dict) -> dict:
+        """Write `row` (values as given; str() by csv) at the end of the file, flushed; return it as read back."""
+        row = {c: row.get(c, "") for c in self.columns}
+        self._writer.writerow(row)
+        self._file.flush()
+        stored = {c: "" if v is None else str(v) for c, v in row.items()}
+        self.rows.append(stored)
+        return stored
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> CsvLog:
+        return self
+
+    def __exit__(self, *_) -> None:
+        self.close()

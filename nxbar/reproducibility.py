@@ -62,19 +62,28 @@ def margins(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return true - others.max(axis=1)
 
 
-def _logits(net, images: np.ndarray, batch_size: int = 200) -> np.ndarray:
+def logits(net, images: np.ndarray, batch_size: int = 200) -> np.ndarray:
+    """The network's logits of `images` (uint8 or float in [0, 1]), in batches."""
     from nxbar.evaluation import as_float
 
     return np.concatenate([net.forward(as_float(images[s : s + batch_size], net.dtype))
                            for s in range(0, len(images), batch_size)])
 
 
-def outcomes(runner, cell) -> dict[str, np.ndarray]:
+def outcomes(runner, cell, clean_memo: dict | None = None) -> dict[str, np.ndarray]:
     """Per-image outcomes of `cell` on the runner's images (`nxbar.study.runner.Runner`): clean_correct and
-    adv_correct (bool), adv_margin (float64). Their sums are the cell's clean_correct and adv_correct counts."""
+    adv_correct (bool), adv_margin (float64). Their sums are the cell's clean_correct and adv_correct counts.
+    `clean_memo` (a dict) keeps the clean margins of the last network evaluated, for the next cell on it."""
     net = runner.network(cell)
-    clean = margins(_logits(net, runner.images), runner.labels)
-    adv = margins(_logits(net, runner.adversarial_inputs(cell, net)), runner.labels)
+    key = runner.net_key(cell)
+    if clean_memo is not None and key in clean_memo:
+        clean = clean_memo[key]
+    else:
+        clean = margins(logits(net, runner.images), runner.labels)
+        if clean_memo is not None:
+            clean_memo.clear()
+            clean_memo[key] = clean
+    adv = margins(logits(net, runner.adversarial_inputs(cell, net)), runner.labels)
     return {"clean_correct": clean > 0, "adv_correct": adv > 0, "adv_margin": adv}
 
 

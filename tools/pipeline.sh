@@ -58,6 +58,9 @@ accurate vgg16_cifar10
 reproduce nf table1 table2 table3 fig9
 train vgg16 3 --quanos-from weights/vgg16_cifar10
 reproduce fig10 fig8a fig4 fig5 fig8b fig6
+# the robustness study (docs/protocol.md section 12), resumable cell by cell; its study.json says when it finished
+python3 -c 'import json, sys; sys.exit(0 if json.load(open(sys.argv[1])).get("finished") else 1)' \
+    reference_results/robustness/study.json 2>/dev/null || step python3 cli.py robustness
 step python3 cli.py reproduce --figures
 step python3 cli.py reproduce --report
 echo "== $(date -u +%FT%TZ) pipeline finished"

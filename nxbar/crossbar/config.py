@@ -24,6 +24,9 @@ class CrossbarConfig:
     r_sink_ohm      resistance from the bottom of each column to the sense amplifier's virtual ground
     r_wire_row_ohm  one row-wire segment between adjacent cells
     r_wire_col_ohm  one column-wire segment between adjacent cells
+    parasitic_scale s >= 0, one factor on all four parasitic resistances: the circuit is solved with
+                    s r_source_ohm, s r_sink_ohm, s r_wire_row_ohm and s r_wire_col_ohm (`parasitics_ohm`), so one
+                    number sets the parasitic strength of a technology (docs/protocol.md section 3)
     sigma           relative device-to-device variation sigma/mu (Gaussian); 0 = none
     bits            None = analog conductances; b = 2^b uniform levels of |W|/w_max
     seed            chip seed: one seed is one physical chip instance (its variation draw)
@@ -43,6 +46,7 @@ class CrossbarConfig:
     r_sink_ohm: float = 100.0
     r_wire_row_ohm: float = 1.0
     r_wire_col_ohm: float = 1.0
+    parasitic_scale: float = 1.0
     sigma: float = 0.10
     bits: int | None = None
     seed: int = 0
@@ -62,6 +66,7 @@ class CrossbarConfig:
         )
         for name in PARASITIC_FIELDS:
             check_number(name, getattr(self, name), "a finite number >= 0", lambda v: v >= 0)
+        check_number("parasitic_scale", self.parasitic_scale, "a finite number >= 0", lambda v: v >= 0)
         check_number("sigma", self.sigma, "a finite number >= 0", lambda v: v >= 0)
         if self.bits is not None:
             check_integer("bits", self.bits, 1, MAX_BITS, "None (analog) or ")
@@ -108,8 +113,9 @@ class CrossbarConfig:
 
     @property
     def parasitics_ohm(self) -> dict[str, float]:
-        """The four parasitic resistances, as keyword arguments of `transfer_matrix`."""
-        return {name: getattr(self, name) for name in PARASITIC_FIELDS}
+        """The four parasitic resistances the circuit is solved with, each times `parasitic_scale` (ohm), as
+        keyword arguments of `transfer_matrix`."""
+        return {name: self.parasitic_scale * getattr(self, name) for name in PARASITIC_FIELDS}
 
     def as_dict(self) -> dict:
         """All fields as a JSON-serialisable dict (plain int, float, None; layer_bits a tuple or None)."""
