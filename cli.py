@@ -19,7 +19,7 @@ import click
 import numpy as np
 
 import nxbar
-from nxbar.attacks import EPS_SPACES, PGD_ALPHA, PGD_STEPS, eps_label
+from nxbar.attacks import APGD_STEPS, EPS_SPACES, PGD_ALPHA, PGD_STEPS, eps_label
 from nxbar.evaluation import ATTACKS, CHIP_SEEDS, MODES, AttackConfig
 from nxbar.files import atomic_write_text
 from nxbar.threats import EOT_SEEDS, TRANSFER_SEED
@@ -199,15 +199,41 @@ QUERIES = click.option("--queries", type=click.IntRange(min=1), default=300, sho
 
 
 def pgd_options(command):
-    """--steps, --alpha and --attack-seed: PGD's settings, defaults from nxbar.attacks and AttackConfig."""
-    options = (click.option("--steps", type=int, default=PGD_STEPS, show_default=True, help="PGD steps."),
+    """--steps, --alpha and --attack-seed: PGD's (and APGD's) settings, defaults from nxbar.attacks and
+    AttackConfig; --read-noise-seed, the stochastic hardware option."""
+    options = (click.option("--steps", type=int, default=None,
+                            help=f"Gradient steps [default: {PGD_STEPS} for pgd, {APGD_STEPS} for apgd]."),
                click.option("--alpha", "alpha_text", default=eps_label("pgd", PGD_ALPHA), show_default=True,
                             help="PGD step size (same units as eps)."),
                click.option("--attack-seed", type=int, default=AttackConfig.seed, show_default=True,
-                            help="Seed of PGD's random start."))
+                            help="Seed of the random start of PGD and APGD."),
+               click.option("--read-noise-seed", "read_seed", type=click.IntRange(min=0), default=None,
+                            help="Stochastic hardware: draw the device variation afresh at every read of the "
+                                 "crossbars, from a stream seeded by this (docs/protocol.md section 13.2) "
+                                 "[default: off, a fixed chip]."))
     for option in reversed(options):
         command = option(command)
     return command
+
+
+def _steps(attack: str, steps: int | None) -> int:
+    """--steps, or the attack's default: APGD_STEPS for apgd, PGD_STEPS otherwise."""
+    return steps if steps is not None else APGD_STEPS if attack == "apgd" else PGD_STEPS
+
+
+def _hardware(read_seed: int | None, use_cache: bool):
+    """The function that makes the chip of (net, config): the fixed chip (`_map`), or with --read-noise-seed the
+    stochastic one (`nxbar.crossbar.stochastic.StochasticChip`)."""
+    if read_seed is None:
+        return lambda net, config: _map(net, config, use_cache)
+
+    def stochastic(net, config):
+        from nxbar.crossbar.stochastic import StochasticChip
+
+        if use_cache:
+            _check_cache()
+        return StochasticChip(net, config, read_seed, cache=use_cache)
+    return stochastic
 
 
 def model_and_data_options(command):
@@ -463,7 +489,7 @@ def grade(assignment, student_files, seed, timeout_s, memory_mib, json_path, csv
 
 @main.command()
 @model_and_data_options
-@click.option("--attack", type=click.Choice(ATTACKS), default="fgsm", show_default=True)
+@click.option("--attack", type=click.Choice(("fgsm", "pgd")), default="fgsm", show_default=True)
 @click.option("--eps", "eps_text", default="0.1", show_default=True, help="Budget in pixel units, e.g. 0.1 or 8/255.")
 @click.option("--widths", default=None,
               help="Bit widths to hand out, comma-separated [default: nxbar.quanos.DEFAULT_WIDTHS, 2,4].")
@@ -505,7 +531,9 @@ def ans(model, dataset, weights, data, split, n, attack, eps_text, widths, json_
 @model_and_data_options
 @XBAR
 @physics_options
-@click.option("--eps", "eps_text", default="8/255", show_default=True, help="PGD budget in pixel units.")
+@click.option("--attack", type=click.Choice(("pgd", "apgd")), default="pgd", show_default=True,
+              help="Every attacker's attack: PGD, or APGD-CE (Croce & Hein 2020; the sanity checks vary PGD).")
+@click.option("--eps", "eps_text", default="8/255", show_default=True, help="Budget in pixel units.")
 @pgd_options
 @click.option("--victims", default=",".join(map(str, CHIP_SEEDS)), show_default=True, help="Victim chip seeds.")
 @click.option("--eot", default=",".join(map(str, EOT_SEEDS)), show_default=True,
@@ -518,50 +546,41 @@ def ans(model, dataset, weights, data, split, n, attack, eps_text, widths, json_
               help="Write the report here; finished attackers are kept in JSON.partial meanwhile, and a run "
                    "stopped part-way (Ctrl-C, a lost session) resumes from it when run again with the same options.")
 @_fail_cleanly
-def threats(model, dataset, weights, data, split, n, size, eps_text, steps, alpha_text, attack_seed, victims, eot,
-            transfer_seed, sanity_images, queries, json_path, **physics):
+def threats(model, dataset, weights, data, split, n, size, attack, eps_text, steps, alpha_text, attack_seed,
+            read_seed, victims, eot, transfer_seed, sanity_images, queries, json_path, **physics):
     """Attacker x victim matrix (software, nominal crossbar, EOT over chips, cross-chip transfer) with the
     gradient-masking sanity checks of Carlini et al."""
-    import json
-
     from nxbar.attacks import parse_fraction
-    from nxbar.files import Partial
-    from nxbar.threats import format_report, threat_report
+    from nxbar.threats import format_report, run_recorded, threat_report
 
-    partial = Path(f"{json_path}.partial") if json_path else None
     if json_path:
         _output_path(json_path, "--json")
-        _output_path(partial, "--json")
-        _on_interrupt(f"the attackers finished so far are kept in {partial}; run the same command again (same "
-                      f"options) to resume from them")
+        _output_path(f"{json_path}.partial", "--json")
+        _on_interrupt(f"the attackers finished so far are kept in {json_path}.partial; run the same command again "
+                      f"(same options) to resume from them")
     _check_cache()  # the chips are mapped, and stored there, along the way
     config = _config(size, physics)
-    attack = AttackConfig(attack="pgd", eps=parse_fraction(eps_text, "eps"), steps=steps,
+    attack = AttackConfig(attack=attack, eps=parse_fraction(eps_text, "eps"), steps=_steps(attack, steps),
                           alpha=parse_fraction(alpha_text, "alpha"), seed=attack_seed)
     seeds = {name: _integers(text, name, "chip seeds", "0,1,2", 0) for name, text in (("--victims", victims),
                                                                                   ("--eot", eot))}
     net, meta = _load_model(model, dataset, weights)
     config = _for_weights(config, meta)
     ds = _load_data(data, split, n, net)
-    run_key = json.loads(json.dumps({  # everything the numbers depend on, as the partial file stores it
-        "model": model, "data": ds.source, "n_images": int(len(ds.labels)), "npz_sha256": meta["npz_sha256"],
-        "config": config.as_dict(), "attack": attack.as_dict(), "victims": seeds["--victims"],
-        "eot": seeds["--eot"], "transfer_seed": transfer_seed, "sanity_images": sanity_images, "queries": queries}))
-    stopped = Partial(partial, run_key) if partial else None
-    done = stopped.load() if stopped else None
-    if done is not None:
-        click.echo(f"resuming from {partial}: {len(done['rows']) // 2} attacker(s) and "
-                   f"{len(done['checks'])} sanity target(s) done", err=True)
-    report = threat_report(net, config, ds.images, ds.labels, attack, victim_seeds=seeds["--victims"],
-                           eot_seeds=seeds["--eot"], transfer_seed=transfer_seed, sanity_images=sanity_images,
-                           queries=queries, progress=_bar, done=done, on_part=stopped.keep if stopped else None)
+    options = {"victim_seeds": seeds["--victims"], "eot_seeds": seeds["--eot"], "transfer_seed": transfer_seed,
+               "sanity_images": sanity_images, "queries": queries, "read_seed": read_seed, "progress": _bar}
+    if json_path:
+        def resumed(done):
+            click.echo(f"resuming from {json_path}.partial: {len(done['rows']) // 2} attacker(s) and "
+                       f"{len(done['checks'])} sanity target(s) done", err=True)
+
+        report = run_recorded(net, meta, ds.images, ds.labels, ds.source, config, attack, json_path, model=model,
+                              command="nxbar " + " ".join(sys.argv[1:]), on_resume=resumed, **options)
+    else:
+        report = threat_report(net, config, ds.images, ds.labels, attack, **options)
     click.echo(f"{net.arch} on {ds.source}, {len(ds.labels)} images, {size}x{size} crossbars")
     click.echo(format_report(report))
     if json_path:
-        atomic_write_text(json_path, json.dumps({"command": "nxbar " + " ".join(sys.argv[1:]), **report, **run_key,
-                                                 "wall_time_s": stopped.elapsed_s(), "versions": nxbar.versions()},
-                                                indent=2))
-        partial.unlink(missing_ok=True)
         click.echo(f"wrote {json_path}")
 
 
@@ -607,7 +626,7 @@ def cache_clear():
               help="Write results, full configuration, weight hash, versions and timings here.")
 @_fail_cleanly
 def evaluate(model, dataset, weights, data, split, n, size, attack, eps_text, eps_space, steps, alpha_text,
-             no_random_start, attack_seed, modes, input_bits, no_cache, batch_size, sanity_images, queries,
+             no_random_start, attack_seed, read_seed, modes, input_bits, no_cache, batch_size, sanity_images, queries,
              json_path, **physics):
     """Attack in the SW, SH and HH modes and print CA, AA and AL (docs/protocol.md sections 5 and 7)."""
     import json
@@ -626,8 +645,8 @@ def evaluate(model, dataset, weights, data, split, n, size, attack, eps_text, ep
         mode_list = mode_names(m for m in modes.split(",") if m.strip())
     except ValueError:
         raise ValueError(f"--modes {modes!r}: allowed modes are {', '.join(MODES).lower()}") from None
-    eps_list = [parse_fraction(t, "eps") for t in (eps_text or ("8/255" if attack == "pgd" else "0.1")).split(",")]
-    alpha = parse_fraction(alpha_text, "alpha")
+    eps_list = [parse_fraction(t, "eps") for t in (eps_text or ("0.1" if attack == "fgsm" else "8/255")).split(",")]
+    alpha, steps = parse_fraction(alpha_text, "alpha"), _steps(attack, steps)
     attacks = [AttackConfig(attack=attack, eps=e, eps_space=eps_space, steps=steps, alpha=alpha,
                             random_start=not no_random_start, seed=attack_seed) for e in eps_list]
     if sanity_images and attack != "pgd":
@@ -638,17 +657,19 @@ def evaluate(model, dataset, weights, data, split, n, size, attack, eps_text, ep
     ds = _load_data(data, split, n, net)
     load_s = time.perf_counter() - t0
     result = evaluate_run(net, ds.images, ds.labels, attacks, config=config, modes=mode_list,
-                          map_fn=lambda net, config: _map(net, config, not no_cache), input_bits=input_bits,
+                          map_fn=_hardware(read_seed, not no_cache), input_bits=input_bits,
                           batch_size=batch_size, sanity_images=sanity_images, queries=queries, progress=_bar)
     timings = {"load_s": load_s, **result.timings, "total_s": time.perf_counter() - t0}
 
-    attack_desc = attack.upper() + (f", {steps} steps, alpha {alpha_text}, "
-                                    f"{'no random start' if no_random_start else f'random start seed {attack_seed}'}"
-                                    if attack == "pgd" else "")
+    start = 'no random start' if no_random_start else f'random start seed {attack_seed}'
+    attack_desc = attack.upper() + (f", {steps} steps, alpha {alpha_text}, {start}" if attack == "pgd" else
+                                    f", {steps} steps, {start}" if attack == "apgd" else "")
     click.echo(f"{meta.get('model', net.arch)} ({meta['dataset']}) on {ds.source}, {len(ds.labels)} images; {attack_desc}; eps in {eps_space} units")
     if result.defence is not None:
         click.echo(result.defence.describe())
-    if result.mapped is not None:
+    if read_seed is not None and result.mapped is not None:
+        click.echo(result.mapped.describe())
+    elif result.mapped is not None:
         click.echo(f"crossbars {size}x{size}, chip seed {config.seed}: " +
                    ", ".join(f"{k}={v}" for k, v in config.as_dict().items() if k not in ("size", "seed")))
     click.echo(f"{'mode':5s} {'eps':>8s} {'CA %':>7s} {'AA %':>7s} {'AL %':>7s}")
@@ -765,6 +786,26 @@ def robustness(quick, out, stop_after, from_stored, resamples):
         made = robustness_report.finish(out, design, resamples=resamples or stats.RESAMPLES)
         for name, path in made.items():
             click.echo(f"{name}: {path}")
+
+
+@main.command()
+@click.option("--quick", is_flag=True, help="Every path on 8 images, one chip and small crossbars, at the points of "
+                                            "`nxbar robustness --quick`.")
+@click.option("--out", type=click.Path(file_okay=False), default="reference_results", show_default=True,
+              help="Results folder: threat matrices in OUT/threats/, the rest in OUT/robustness/.")
+@_fail_cleanly
+def adaptive(quick, out):
+    """Adaptive and stochastic attackers at the robustness study's operating points (docs/protocol.md section
+    13): threat matrices at small budgets, APGD beside PGD-10, and stochastic hardware with EOT. Resumable:
+    Ctrl-C keeps the finished parts, and the same command run again goes on from them."""
+    from nxbar.study import adaptive as study
+
+    out = _output_path(Path(out).absolute(), "--out", folder=True)
+    _check_cache()
+    _on_interrupt("the finished parts are stored; run the same command again to resume from them")
+    design = study.QUICK_ADAPTIVE if quick else study.FULL_ADAPTIVE
+    for name, path in study.run(out, design, echo=lambda text: click.echo(text, err=True)).items():
+        click.echo(f"{name}: {path}")
 
 
 if __name__ == "__main__":

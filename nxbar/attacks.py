@@ -1,4 +1,5 @@
-"""FGSM and PGD (L-infinity), written by hand on a model's input gradient (docs/protocol.md section 5).
+"""FGSM, PGD and APGD-CE (L-infinity), written by hand on a model's input gradient (docs/protocol.md sections 5
+and 13.1).
 
 A model is anything with `loss_and_input_grad(x, y) -> (loss, dL/dx)`: the software VGG, a crossbar-mapped
 model, or a model with an input transform in front. Images are NHWC floats in [0, 1] (pixel space).
@@ -29,10 +30,10 @@ def parse_fraction(text: str, name: str = "eps") -> float:
 
 
 def eps_label(attack: str, eps: float) -> str:
-    """An eps as the paper writes it (the inverse of `parse_fraction`): '8/255' for PGD when eps is a whole
-    number of 1/255 steps, '0.1' for FGSM and any other eps."""
+    """An eps as the paper writes it (the inverse of `parse_fraction`): '8/255' for PGD and APGD when eps is a
+    whole number of 1/255 steps, '0.1' for FGSM and any other eps."""
     steps = eps * 255
-    return f"{round(steps)}/255" if attack == "pgd" and abs(steps - round(steps)) < 1e-9 else f"{eps:g}"
+    return f"{round(steps)}/255" if attack in ("pgd", "apgd") and abs(steps - round(steps)) < 1e-9 else f"{eps:g}"
 
 
 def check_eps(eps: float, eps_space: str) -> None:
@@ -103,3 +104,82 @@ def pgd(model, x, y, eps, *, steps: int = PGD_STEPS, alpha=PGD_ALPHA, random_sta
         _, grad = model.loss_and_input_grad(x_adv, y)
         x_adv = project(x_adv + alpha * np.sign(grad), x, eps)
     return x_adv.astype(x.dtype, copy=False)
+
+
+APGD_RHO = 0.75  # APGD's defaults (Croce & Hein 2020, section 3): checkpoint success fraction rho,
+APGD_MOMENTUM = 0.75  # momentum alpha, first step size eta_0 = 2 eps, checkpoints p_j below
+APGD_STEPS = 100
+
+
+def apgd_checkpoints(steps: int) -> list[int]:
+    """APGD's checkpoints w_j = ceil(p_j N) for N = `steps`: p_0 = 0, p_1 = 0.22,
+    p_{j+1} = p_j + max(p_j - p_{j-1} - 0.03, 0.06), while p_j <= 1 (Croce & Hein 2020, section 3.2)."""
+    p = [0.0, 0.22]
+    while p[-1] + max(p[-1] - p[-2] - 0.03, 0.06) <= 1:
+        p.append(p[-1] + max(p[-1] - p[-2] - 0.03, 0.06))
+    return sorted({int(np.ceil(q * steps - 1e-9)) for q in p})
+
+
+def _per_image_ce(model, x, y) -> tuple[np.ndarray, np.ndarray]:
+    """(per-image softmax cross-entropy in float64, per-image correctness) of `model` at x."""
+    z = np.asarray(model.forward(x), dtype=np.float64)
+    z = z - z.max(axis=1, keepdims=True)
+    loss = np.log(np.exp(z).sum(axis=1)) - z[np.arange(len(y)), y]
+    return loss, np.argmax(z, axis=1) == y
+
+
+def apgd(model, x, y, eps, *, steps: int = APGD_STEPS, random_start: bool = PGD_RANDOM_START, rng=None,
+         rho: float = APGD_RHO, momentum: float = APGD_MOMENTUM) -> np.ndarray:
+    """Auto-PGD on the cross-entropy loss, L-infinity (APGD-CE, Croce & Hein 2020, Algorithm 1).
+
+    x_0 as PGD's (`pgd`); eta_0 = 2 eps per image;  x_1 = P(x_0 + eta sign(grad f(x_0)));
+    z_{k+1} = P(x_k + eta_k sign(grad f(x_k))),
+    x_{k+1} = P(x_k + a (z_{k+1} - x_k) + (1 - a)(x_k - x_{k-1})),  a = `momentum`,  k = 1 .. steps-1,
+    f = the image's cross-entropy, P as in `pgd`. At each checkpoint w_j (`apgd_checkpoints`) an image halves
+    its eta and restarts from its best point x_max (highest f so far) when (1) f rose in fewer than
+    rho (w_j - w_{j-1}) of the steps since w_{j-1}, or (2) its eta was not halved at w_{j-1} and f_max has not
+    risen since.
+    Returns, per image, the first iterate that `model` misclassified (as AutoAttack keeps it), else x_max.
+    `steps` gradient evaluations and as many forward passes (for f) per image.
+    """
+    if not (isinstance(steps, (int, np.integer)) and steps >= 1):
+        raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
+    eps = _budget(eps, "eps", x.dtype)
+    if random_start:
+        if rng is None:
+            raise ValueError("apgd with random_start needs a seeded numpy Generator as rng")
+        x_cur = project(x + rng.uniform(-1.0, 1.0, size=x.shape).astype(x.dtype) * eps, x, eps)
+    else:
+        x_cur = x.copy()
+    n = len(x)
+    per_image = (n,) + (1,) * (x.ndim - 1)
+    eta = np.full(per_image, 2.0, dtype=x.dtype)  # in units of eps
+    f_cur, correct = _per_image_ce(model, x_cur, y)
+    x_max, f_max = x_cur.copy(), f_cur.copy()
+    x_adv, found = x_cur.copy(), ~correct
+    x_prev = x_cur
+    checkpoints = apgd_checkpoints(steps)
+    last_w, rises = 0, np.zeros(n, dtype=int)
+    halved, f_max_at_w = np.zeros(n, dtype=bool), f_max.copy()
+    for k in range(steps):
+        _, grad = model.loss_and_input_grad(x_cur, y)
+        z = project(x_cur + eta * eps * np.sign(grad), x, eps)
+        x_new = z if k == 0 else project(x_cur + momentum * (z - x_cur) + (1 - momentum) * (x_cur - x_prev), x, eps)
+        f_new, correct = _per_image_ce(model, x_new, y)
+        rises += f_new > f_cur
+        better = f_new > f_max
+        x_max[better], f_max[better] = x_new[better], f_new[better]
+        first = ~correct & ~found
+        x_adv[first], found = x_new[first], found | first
+        x_prev, x_cur, f_cur = x_cur, x_new, f_new
+        if k + 1 in checkpoints[1:]:
+            w = k + 1
+            reduce = (rises < rho * (w - last_w)) | (~halved & (f_max <= f_max_at_w))
+            eta[reduce] /= 2
+            x_cur, f_cur = x_cur.copy(), f_cur.copy()
+            x_cur[reduce], f_cur[reduce] = x_max[reduce], f_max[reduce]
+            x_prev = x_prev.copy()
+            x_prev[reduce] = x_max[reduce]  # no momentum across a restart
+            last_w, rises = w, np.zeros(n, dtype=int)
+            halved, f_max_at_w = reduce, f_max.copy()
+    return np.where(found.reshape(per_image), x_adv, x_max).astype(x.dtype, copy=False)

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import nxbar
 from nxbar.crossbar.config import CrossbarConfig
+from nxbar.crossbar.stochastic import StochasticChip
 from nxbar.defences import InputDiscretization
 from nxbar.evaluation import AttackConfig, evaluate_modes, no_progress
 from nxbar.sanity import sanity_checks
@@ -67,6 +68,7 @@ def evaluate_record(result: EvaluateResult, *, command: str, net, meta: dict, we
                   "npz_sha256": meta["npz_sha256"]},
         "data": {"source": source, "n_images": int(n_images)},
         "crossbar": config.as_dict() if result.mapped is not None else None,
+        **({"stochastic": result.mapped.as_dict()} if isinstance(result.mapped, StochasticChip) else {}),
         "mapping_report": result.mapped.report if result.mapped is not None else None,
         "defence": result.defence.as_dict() if result.defence is not None else None,
         "attacks": [a.as_dict() for a in attacks],

@@ -15,18 +15,19 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from nxbar.attacks import PGD_ALPHA, PGD_RANDOM_START, PGD_STEPS, check_eps, fgsm_step, pgd, pixel_budget
+from nxbar.attacks import PGD_ALPHA, PGD_RANDOM_START, PGD_STEPS, apgd, check_eps, fgsm_step, pgd, pixel_budget
 
 MODES = ("SW", "SH", "HH")
 METRICS = ("CA", "AA", "AL")
-ATTACKS = ("fgsm", "pgd")
+ATTACKS = ("fgsm", "pgd", "apgd")
 CHIP_SEEDS = (0, 1, 2)  # the chips a hardware result is averaged over (docs/protocol.md section 9)
 
 
 @dataclass(frozen=True)
 class AttackConfig:
     """One attack setting. eps and alpha are in `eps_space` units (pixel: [0, 1] images; normalized: the
-    model's normalised input, so the pixel budget of channel c is eps * std_c). seed seeds PGD's random start."""
+    model's normalised input, so the pixel budget of channel c is eps * std_c). seed seeds the random start of
+    PGD and APGD; steps is either's number of gradient steps; APGD sets its own step sizes (alpha unused)."""
 
     attack: str = "pgd"
     eps: float = 8 / 255
@@ -52,6 +53,8 @@ class AttackConfig:
         if self.attack == "fgsm":  # PGD-only fields mean nothing for FGSM
             for key in ("steps", "alpha", "random_start", "seed"):
                 d.pop(key)
+        elif self.attack == "apgd":
+            d.pop("alpha")
         return d
 
 
@@ -90,12 +93,16 @@ def as_float(images: np.ndarray, dtype) -> np.ndarray:
     return images.astype(dtype) / 255 if images.dtype == np.uint8 else images.astype(dtype, copy=False)
 
 
+def correct_mask(model, images, labels, batch_size=200) -> np.ndarray:
+    """Per image, in order: whether the predicted class equals the label (bool)."""
+    return np.concatenate([np.zeros(0, dtype=bool)] + [
+        model.predict(as_float(images[s : s + batch_size], model.dtype)) == labels[s : s + batch_size]
+        for s in range(0, len(labels), batch_size)])
+
+
 def count_correct(model, images, labels, batch_size=200) -> int:
     """Number of images whose predicted class equals the label."""
-    return sum(
-        int(np.sum(model.predict(as_float(images[s : s + batch_size], model.dtype)) == labels[s : s + batch_size]))
-        for s in range(0, len(labels), batch_size)
-    )
+    return int(np.sum(correct_mask(model, images, labels, batch_size)))
 
 
 def gradient_signs(model, images, labels, *, batch_size=200, progress=no_progress, label="") -> np.ndarray:
@@ -121,14 +128,20 @@ def make_adversarial(model, images, labels, cfg: AttackConfig, *, batch_size=200
         if signs is None:
             signs = gradient_signs(model, images, labels, batch_size=batch_size, progress=progress, label=label)
         return fgsm_step(as_float(images, model.dtype), signs, eps)
-    alpha = pixel_budget(cfg.alpha, cfg.eps_space, model.std)
+    if cfg.attack == "pgd":
+        alpha = pixel_budget(cfg.alpha, cfg.eps_space, model.std)
+
+        def attack(x, y, rng):
+            return pgd(model, x, y, eps, steps=cfg.steps, alpha=alpha, random_start=cfg.random_start, rng=rng)
+    else:
+        def attack(x, y, rng):
+            return apgd(model, x, y, eps, steps=cfg.steps, random_start=cfg.random_start, rng=rng)
     rng = np.random.default_rng(cfg.seed)  # one stream over the batches in order: independent of batch size
     out = np.empty(images.shape, dtype=model.dtype)
     with progress(label, len(labels)) as bar:
         for s in range(0, len(labels), batch_size):
             x = as_float(images[s : s + batch_size], model.dtype)
-            out[s : s + batch_size] = pgd(model, x, labels[s : s + batch_size], eps, steps=cfg.steps, alpha=alpha,
-                                          random_start=cfg.random_start, rng=rng)
+            out[s : s + batch_size] = attack(x, labels[s : s + batch_size], rng)
             bar.update(len(x))
     return out
 

@@ -87,17 +87,25 @@ def outcomes(runner, cell, clean_memo: dict | None = None) -> dict[str, np.ndarr
     return {"clean_correct": clean > 0, "adv_correct": adv > 0, "adv_margin": adv}
 
 
+def bits(flags) -> str:
+    """Per-image flags as JSON text: a string of 0/1, image i is character i."""
+    return "".join("01"[int(b)] for b in flags)
+
+
+def from_bits(text: str) -> np.ndarray:
+    """The inverse of `bits` (bool array)."""
+    return np.array([c == "1" for c in text], dtype=bool)
+
+
 def to_record(out: dict[str, np.ndarray]) -> dict:
-    """Outcomes as JSON: the correct flags as strings of 0/1 (image i is character i), margins to 6 digits."""
-    return {"clean_correct": "".join("01"[int(b)] for b in out["clean_correct"]),
-            "adv_correct": "".join("01"[int(b)] for b in out["adv_correct"]),
+    """Outcomes as JSON: the correct flags as `bits`, margins to 6 digits."""
+    return {"clean_correct": bits(out["clean_correct"]), "adv_correct": bits(out["adv_correct"]),
             "adv_margin": [float(f"{m:.6g}") for m in out["adv_margin"]]}
 
 
 def from_record(record: dict) -> dict[str, np.ndarray]:
     """The inverse of `to_record` (margins as stored, to 6 digits)."""
-    return {"clean_correct": np.array([c == "1" for c in record["clean_correct"]]),
-            "adv_correct": np.array([c == "1" for c in record["adv_correct"]]),
+    return {"clean_correct": from_bits(record["clean_correct"]), "adv_correct": from_bits(record["adv_correct"]),
             "adv_margin": np.asarray(record["adv_margin"], dtype=np.float64)}
 
 

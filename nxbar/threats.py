@@ -13,11 +13,20 @@ reported per seed and as mean and standard deviation (ddof 0) over the seeds.
 
 from __future__ import annotations
 
+import json
+from dataclasses import replace
+from pathlib import Path
+
 import numpy as np
 
+import nxbar
+from nxbar.attacks import PGD_STEPS
 from nxbar.crossbar.config import CrossbarConfig
 from nxbar.crossbar.mapped import map_model
-from nxbar.evaluation import CHIP_SEEDS, METRICS, AttackConfig, count_correct, make_adversarial, metrics, no_progress
+from nxbar.crossbar.stochastic import StochasticChip
+from nxbar.evaluation import CHIP_SEEDS, METRICS, AttackConfig, correct_mask, make_adversarial, metrics, no_progress
+from nxbar.files import Partial, atomic_write_text
+from nxbar.reproducibility import bits
 from nxbar.sanity import format_checks, noise_pct, sanity_checks
 
 KNOWS = {  # what each attacker holds of the victim chip
@@ -57,8 +66,11 @@ class EOTModel:
         return np.argmax(self.forward(x), axis=1)
 
 
-def chip(software, config: CrossbarConfig, seed: int, *, cache=True, cache_dir=None):
-    """Chip `seed` of design `config`: `software` mapped with config.replace(seed=seed)."""
+def chip(software, config: CrossbarConfig, seed: int, *, read_seed: int | None = None, cache=True, cache_dir=None):
+    """Chip `seed` of design `config`: `software` mapped with config.replace(seed=seed); with `read_seed`, the
+    stochastic chip instead (fresh variation at every read, `StochasticChip`), its reads from stream `seed`."""
+    if read_seed is not None:
+        return StochasticChip(software, config, read_seed, stream=seed, cache=cache, cache_dir=cache_dir)
     return map_model(software, config.replace(seed=seed), cache=cache, cache_dir=cache_dir)
 
 
@@ -69,7 +81,8 @@ def nominal_chip(software, config: CrossbarConfig, *, cache=True, cache_dir=None
 
 def transfer(attacker, victim, images, labels, attack: AttackConfig, *, batch_size=200, x_adv=None,
              progress=no_progress, label="") -> dict:
-    """CA, AA, AL (percent) of `victim` on adversarial inputs made on `attacker` with `attack`.
+    """CA, AA, AL (percent) of `victim` on adversarial inputs made on `attacker` with `attack`, and "outcomes":
+    the per-image clean_correct and adv_correct flags (`nxbar.reproducibility.bits`, image order).
 
     attacker = victim is the white-box attack (HH on a chip); `x_adv` passes inputs already made on
     `attacker` (then `attacker` is not used). progress/label: as for `make_adversarial`.
@@ -77,21 +90,22 @@ def transfer(attacker, victim, images, labels, attack: AttackConfig, *, batch_si
     if x_adv is None:
         x_adv = make_adversarial(attacker, images, labels, attack, batch_size=batch_size, progress=progress,
                                  label=label)
-    ca, aa = count_correct(victim, images, labels, batch_size), count_correct(victim, x_adv, labels, batch_size)
-    return metrics(len(labels), ca, aa)
+    clean, adv = correct_mask(victim, images, labels, batch_size), correct_mask(victim, x_adv, labels, batch_size)
+    return {**metrics(len(labels), int(clean.sum()), int(adv.sum())),
+            "outcomes": {"clean_correct": bits(clean), "adv_correct": bits(adv)}}
 
 
 def threat_matrix(software, config: CrossbarConfig, images, labels, attack: AttackConfig, *,
                   victim_seeds=CHIP_SEEDS, eot_seeds=EOT_SEEDS, transfer_seed=TRANSFER_SEED,
-                  attackers=ATTACKERS, cache=True, cache_dir=None, batch_size=200, progress=no_progress,
-                  rows_done=(), on_rows=None) -> list[dict]:
+                  attackers=ATTACKERS, read_seed=None, cache=True, cache_dir=None, batch_size=200,
+                  progress=no_progress, rows_done=(), on_rows=None) -> list[dict]:
     """Rows of the attacker x victim matrix: CA, AA, AL (percent) of every attacker on every victim.
 
     One row per (attacker, victim) with victim "software" or "chips"; a "chips" row has the mean over
     `victim_seeds`, their standard deviations CA_std/AA_std/AL_std (ddof 0) and `per_seed` (one
-    {seed, CA, AA, AL} per chip). EOT and transfer chips must not be victims (the attacker does not hold
-    the victim chip): their seeds must be disjoint from `victim_seeds`. progress: as for `make_adversarial`,
-    one bar per attack run.
+    {seed, CA, AA, AL, outcomes} per chip); a "software" row has its own per-image "outcomes" (`transfer`). EOT and transfer chips must not be victims (the attacker does not hold
+    the victim chip): their seeds must be disjoint from `victim_seeds`. With `read_seed`, every chip is
+    stochastic (`chip`). progress: as for `make_adversarial`, one bar per attack run.
     Resuming: `rows_done` are rows an interrupted run of the same call returned through `on_rows`, which is
     called with all rows so far after each attacker; their attackers are not attacked again.
     """
@@ -106,12 +120,12 @@ def threat_matrix(software, config: CrossbarConfig, images, labels, attack: Atta
         raise ValueError(f"eot_seeds and transfer_seed must differ from victim_seeds {victim_seeds}; "
                          f"shared: {sorted(held)}")
     mapped = {"cache": cache, "cache_dir": cache_dir}
-    victims = {s: chip(software, config, s, **mapped) for s in victim_seeds}
+    victims = {s: chip(software, config, s, read_seed=read_seed, **mapped) for s in victim_seeds}
     fixed = {  # attackers whose model does not depend on the victim
         "software": lambda: software,
         "nominal": lambda: nominal_chip(software, config, **mapped),
-        "eot": lambda: EOTModel(chip(software, config, s, **mapped) for s in eot_seeds),
-        "transfer": lambda: chip(software, config, transfer_seed, **mapped),
+        "eot": lambda: EOTModel(chip(software, config, s, read_seed=read_seed, **mapped) for s in eot_seeds),
+        "transfer": lambda: chip(software, config, transfer_seed, read_seed=read_seed, **mapped),
     }
     common = {"attack": attack, "batch_size": batch_size, "progress": progress}
     head = {**attack.as_dict(), "n": len(labels)}
@@ -145,11 +159,11 @@ def threat_matrix(software, config: CrossbarConfig, images, labels, attack: Atta
 
 def threat_report(software, config: CrossbarConfig, images, labels, attack: AttackConfig, *,
                   victim_seeds=CHIP_SEEDS, eot_seeds=EOT_SEEDS, transfer_seed=TRANSFER_SEED,
-                  sanity_images: int = 100, queries: int = 300, cache=True, cache_dir=None, batch_size=200,
-                  progress=no_progress, done=None, on_part=None) -> dict:
+                  sanity_images: int = 100, queries: int = 300, read_seed=None, cache=True, cache_dir=None,
+                  batch_size=200, progress=no_progress, done=None, on_part=None) -> dict:
     """The threat matrix (`threat_matrix`) and, with it, the gradient-masking sanity checks
     (`nxbar.sanity.sanity_checks`) of the white-box attack on the software model and on the first victim
-    chip, run on the first `sanity_images` images. JSON-serialisable: {config, attack, rows, checks, sanity_images}.
+    chip, run on the first `sanity_images` images (they vary PGD: for an APGD matrix, PGD-10 at the same eps). JSON-serialisable: {config, attack, rows, checks, sanity_images}.
     Resuming (a run takes about an hour on VGG8): `on_part` is called with {rows, checks} so far after each
     attacker and each sanity target; `done`, such a dict from an interrupted run of the same call, is not
     computed again. The caller keeps the parts and checks that they come from the same call."""
@@ -161,21 +175,52 @@ def threat_report(software, config: CrossbarConfig, images, labels, attack: Atta
             on_part({"rows": rows, "checks": dict(checks)})
 
     rows = threat_matrix(software, config, images, labels, attack, victim_seeds=victim_seeds, eot_seeds=eot_seeds,
-                         transfer_seed=transfer_seed, cache=cache, cache_dir=cache_dir, batch_size=batch_size,
-                         progress=progress, rows_done=done["rows"], on_rows=save_rows)
+                         transfer_seed=transfer_seed, read_seed=read_seed, cache=cache, cache_dir=cache_dir,
+                         batch_size=batch_size, progress=progress, rows_done=done["rows"], on_rows=save_rows)
     first = victim_seeds[0]
+    checked = attack if attack.attack == "pgd" else replace(attack, attack="pgd", steps=PGD_STEPS)
     targets = {"software": lambda: software,
-               f"chip {first}": lambda: chip(software, config, first, cache=cache, cache_dir=cache_dir)}
+               f"chip {first}": lambda: chip(software, config, first, read_seed=read_seed, cache=cache,
+                                             cache_dir=cache_dir)}
     for name, model in targets.items():
         if name in checks:
             continue
         x = images[:sanity_images]
-        checks[name] = [c.as_dict() for c in sanity_checks(model(), x, labels[:sanity_images], attack,
+        checks[name] = [c.as_dict() for c in sanity_checks(model(), x, labels[:sanity_images], checked,
                                                            queries=queries, progress=progress,
                                                            label=f"sanity checks [{name}]")]
         save_rows(rows)
     return {"config": config.as_dict(), "attack": attack.as_dict(), "rows": rows, "checks": checks,
-            "sanity_images": int(min(sanity_images, len(labels)))}
+            "sanity_images": int(min(sanity_images, len(labels))),
+            **({"read_seed": read_seed} if read_seed is not None else {})}
+
+
+def run_recorded(software, meta: dict, images, labels, source: str, config: CrossbarConfig, attack: AttackConfig,
+                 json_path, *, model: str, command: str, victim_seeds=CHIP_SEEDS, eot_seeds=EOT_SEEDS,
+                 transfer_seed=TRANSFER_SEED, sanity_images: int = 100, queries: int = 300, read_seed=None,
+                 cache_dir=None, progress=no_progress, on_resume=None) -> dict:
+    """`threat_report` written to `json_path` with everything it depends on (the run key: model, data, images,
+    weight hash, physics, attack, seeds, checks), `command`, wall time and versions. Finished parts are kept
+    in `<json_path>.partial` meanwhile (`nxbar.files.Partial`); a run stopped part-way resumes from them when
+    called again with the same key (`on_resume(done)` is told), and another run's partial file is refused."""
+    run_key = json.loads(json.dumps({  # everything the numbers depend on, as the partial file stores it
+        "model": model, "data": source, "n_images": int(len(labels)), "npz_sha256": meta["npz_sha256"],
+        "config": config.as_dict(), "attack": attack.as_dict(), "victims": list(victim_seeds),
+        "eot": list(eot_seeds), "transfer_seed": transfer_seed, "sanity_images": sanity_images, "queries": queries,
+        **({"read_seed": read_seed} if read_seed is not None else {})}))
+    stopped = Partial(Path(f"{json_path}.partial"), run_key)
+    done = stopped.load()
+    if done is not None and on_resume is not None:
+        on_resume(done)
+    report = threat_report(software, config, images, labels, attack, victim_seeds=victim_seeds, eot_seeds=eot_seeds,
+                           transfer_seed=transfer_seed, sanity_images=sanity_images, queries=queries,
+                           read_seed=read_seed, cache_dir=cache_dir, progress=progress, done=done,
+                           on_part=stopped.keep)
+    record = {"command": command, **report, **run_key, "wall_time_s": stopped.elapsed_s(),
+              "versions": nxbar.versions()}
+    atomic_write_text(json_path, json.dumps(record, indent=2))
+    stopped.path.unlink(missing_ok=True)
+    return record
 
 
 def format_report(report: dict) -> str:

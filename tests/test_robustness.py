@@ -197,3 +197,32 @@ def test_points_are_chosen_once(quick_study, tmp_path):
         assert bad.exit_code != 0 and "chosen once" in bad.output
     finally:
         (d / "points.json").write_text(json.dumps(record, indent=2) + "\n")
+
+
+def test_quick_adaptive_attackers_at_the_chosen_points(quick_study):
+    from nxbar.study import adaptive, adaptive_report
+    from nxbar.reproducibility import from_bits
+
+    out, env, _ = quick_study
+    result = CliRunner().invoke(cli.main, ["adaptive", "--quick", "--out", str(out)], env=env)
+    assert result.exit_code == 0, result.output
+    design = adaptive.QUICK_ADAPTIVE
+    points = json.loads((out / "robustness_quick" / "points.json").read_text())["points"]
+    files = adaptive.threat_files(design, points, out)
+    assert files and all(p.is_file() and p.parent == out / "threats" for p in files)
+    report = json.loads(next(iter(files)).read_text())
+    assert report["attack"]["alpha"] == pytest.approx(report["attack"]["eps"] / 4)
+    per_seed = next(r for r in report["rows"] if r["victim"] == "chips")["per_seed"][0]
+    assert len(from_bits(per_seed["outcomes"]["adv_correct"])) == design.n
+    gains = adaptive_report.threat_gains(report)
+    assert {g["attacker"] for g in gains} == {"white-box", "software", "nominal", "eot", "transfer"}
+    apgd = list(csv.DictReader(open(out / "robustness_quick" / "adaptive.csv")))
+    assert {r["mode"] for r in apgd} == {"SW", "HH"} and all(r["attack"] == "apgd" for r in apgd)
+    stochastic = json.loads((out / "robustness_quick" / "stochastic.json").read_text())
+    assert list(stochastic["cells"]) == ["SH", "HH one read", "HH EOT k=1", "HH EOT k=2"]
+    assert all(c["n"] == design.n == len(c["outcomes"]["clean_correct"]) for c in stochastic["cells"].values())
+    assert {c["verdict"] for c in stochastic["vs_SH"]} <= {"holds", "reversed", "not distinguishable"}
+    text = "\n".join(adaptive_report.section(out, design))
+    assert "Adaptive attackers" in text and "AA gained over SW" in text and "Stochastic hardware" in text
+    again = CliRunner().invoke(cli.main, ["adaptive", "--quick", "--out", str(out)], env=env)
+    assert again.exit_code == 0 and "[1/" not in again.output and "threat matrix" not in again.output

@@ -90,9 +90,9 @@ QUICK = Design(sizes=(8, 16), chips=(0,), n=16, sigmas=(0.0, 0.1), scales=(1.0, 
 
 
 def attack_label(a: AttackConfig) -> str:
-    """'PGD-10 2/255' or 'FGSM 0.1 normalized'."""
-    if a.attack == "pgd":
-        return f"PGD-{a.steps} {eps_label('pgd', a.eps)}"
+    """'PGD-10 2/255', 'APGD-50 2/255' or 'FGSM 0.1 normalized'."""
+    if a.attack in ("pgd", "apgd"):
+        return f"{a.attack.upper()}-{a.steps} {eps_label(a.attack, a.eps)}"
     return f"FGSM {eps_label('fgsm', a.eps)} {a.eps_space}"
 
 

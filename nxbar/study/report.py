@@ -18,7 +18,8 @@ from nxbar.evaluation import METRICS
 from nxbar.sanity import describe
 from nxbar.study.claims import (C6_TOLERANCE_PP, C7_FLAT_PP, C9_SATURATION_PP, CLAIMS, SATURATED_AA_PCT,
                                 saturated_failures, verdicts, verdicts_in_aa)
-from nxbar.study import robustness_report
+from nxbar.study import adaptive_report, robustness_report
+from nxbar.study.adaptive import FULL_ADAPTIVE
 from nxbar.study.grid import DATASET, EXPERIMENTS, experiment_cells
 from nxbar.study.nonideality import FULL
 from nxbar.study.results import (group_values, load_results, load_threats, paper_table, series_values,
@@ -280,6 +281,7 @@ def write_report(out: str | Path, *, weights_dir: str | Path | None = None) -> P
               f"both sides lie within {SATURATED_AA_PCT:g} pp of 100, and a strict '<' fails on a tie).", "",
               _sanity_summary(threats), ""]
     lines += robustness_report.section(out, FULL)
+    lines += adaptive_report.section(out, FULL_ADAPTIVE)
     lines += _reproducibility_section(out)
     lines += _networks_section(Path(weights_dir or shipped_weights_dir()))
     lines += _main_command_section(out)

@@ -172,17 +172,45 @@ def _hms(seconds: float) -> str:
 
 
 def cost(cell: AttackCell) -> float:
-    """A cell's cost in forward-plus-gradient passes over the images (a forward pass counts 0.4)."""
+    """A cell's cost in forward-plus-gradient passes over the images (a forward pass counts 0.4; APGD makes one
+    forward pass per step besides its gradient)."""
     c = cell.cell
     if c.mode == "SH":
         return 0.4
-    return c.attack.steps + 0.4 if c.attack.attack == "pgd" else 1.4
+    return {"pgd": c.attack.steps + 0.4, "apgd": 1.4 * c.attack.steps + 0.4}.get(c.attack.attack, 1.4)
+
+
+def run_cells(runner: Runner, cells: list[AttackCell], csv_path: Path, echo, *, on_cell=None,
+              on_torn=None) -> list[dict]:
+    """Compute the `cells` that `csv_path` (ATTACK_COLUMNS) lacks on the runner's images, each written whole as
+    it finishes (its outcome file in `<csv folder>/outcomes/` first, then its row); a cell whose file was
+    written before its row is not computed again. Progress with an ETA through `echo`; `on_cell()` after each
+    cell. Returns all the CSV's rows."""
+    outcomes_dir = csv_path.parent / "outcomes"
+    outcomes_dir.mkdir(parents=True, exist_ok=True)
+    with CsvLog(csv_path, ATTACK_COLUMNS, on_torn) as log:
+        done = {tuple(r[k] for k in ATTACK_KEY) for r in log.rows}
+        todo = [c for c in cells if c.key() not in done]
+        progress, memo = Progress(sum(cost(c) for c in todo), echo), {}
+        for i, cell in enumerate(todo):
+            path = outcomes_dir / cell.file_name()
+            out = load_outcomes(path, cell)
+            if out is None:
+                out = compute_attack_cell(runner, cell, memo)
+                save_outcomes(path, cell, out)
+            row = log.append(attack_row(cell, out))
+            progress.step(cost(cell), i + 1, len(todo), f"{cell.describe()}: CA {row['CA']}, AA {row['AA']}")
+            if on_cell is not None:
+                on_cell()
+        return list(log.rows)
 
 
 class Study:
-    """One run of the study in `out` (its folder: `folder(out, design.quick)`). `echo(text)` prints progress."""
+    """One run of the study in `out` (its folder: `folder(out, design.quick)`). `echo(text)` prints progress;
+    `record_name`: the run's record in that folder (study.json; the adaptive attackers keep their own)."""
 
-    def __init__(self, out, design: Design, *, weights: dict | None = None, cache_dir=None, echo=print):
+    def __init__(self, out, design: Design, *, weights: dict | None = None, cache_dir=None, echo=print,
+                 record_name: str = "study.json"):
         from nxbar.data.load import load_dataset
 
         self.dir, self.design, self.echo = folder(out, design.quick), design, echo
@@ -190,13 +218,13 @@ class Study:
         n = design.n or len(ds.labels)
         self.paths = {design.model: find_weights(design.model, weights)}
         self.runner = Runner(ds.images[:n], ds.labels[:n], self.paths, None, cache_dir)
-        self.source, self.t0 = ds.source, time.perf_counter()
+        self.source, self.t0, self.record_path = ds.source, time.perf_counter(), self.dir / record_name
         self.dir.mkdir(parents=True, exist_ok=True)
         self._check_record()
 
     def _check_record(self) -> None:
         """Refuse to resume a study made on other images, weights or design; write the record."""
-        path = self.dir / "study.json"
+        path = self.record_path
         fixed = {"design": self.design.as_dict(), "n_images": len(self.runner.labels), "data": self.source,
                  "weights": {m: {"path": str(weight_paths(p)[0]), "npz_sha256": file_sha256(weight_paths(p)[0])}
                              for m, p in self.paths.items()}}
@@ -212,7 +240,7 @@ class Study:
 
     def _write_record(self, finished: bool = False) -> None:
         wall = self.record["wall_s_total"] + time.perf_counter() - self.t0
-        atomic_write_text(self.dir / "study.json",
+        atomic_write_text(self.record_path,
                           json.dumps({**self.record, "wall_s_total": wall, "finished": finished}, indent=2) + "\n")
 
     def _warn_torn(self, name):
@@ -253,23 +281,8 @@ class Study:
 
     def attacks(self, points: dict) -> list[dict]:
         """Run the attack cells at `points` that attacks.csv lacks; return all its rows."""
-        cells = attack_cells(self.design, points)
-        outcomes_dir = self.dir / "outcomes"
-        outcomes_dir.mkdir(exist_ok=True)
-        with CsvLog(self.dir / "attacks.csv", ATTACK_COLUMNS, self._warn_torn("attacks.csv")) as log:
-            done = {tuple(r[k] for k in ATTACK_KEY) for r in log.rows}
-            todo = [c for c in cells if c.key() not in done]
-            progress, memo = Progress(sum(cost(c) for c in todo), self.echo), {}
-            for i, cell in enumerate(todo):
-                path = outcomes_dir / cell.file_name()
-                out = load_outcomes(path, cell)
-                if out is None:  # a cell whose file was written before its row is not computed again
-                    out = compute_attack_cell(self.runner, cell, memo)
-                    save_outcomes(path, cell, out)
-                row = log.append(attack_row(cell, out))
-                progress.step(cost(cell), i + 1, len(todo), f"{cell.describe()}: CA {row['CA']}, AA {row['AA']}")
-                self._write_record()
-            return list(log.rows)
+        return run_cells(self.runner, attack_cells(self.design, points), self.dir / "attacks.csv", self.echo,
+                         on_cell=self._write_record, on_torn=self._warn_torn("attacks.csv"))
 
     def run(self, stop_after: str = "attacks") -> dict:
         """The study up to `stop_after` ("sweep" or "attacks"); returns the points record."""
