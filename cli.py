@@ -80,6 +80,14 @@ def _output_path(path, what: str, folder: bool = False) -> Path:
     return path
 
 
+def _no_cells_with_cluster(scheduler, workers, computes: bool, uses: str) -> None:
+    """Refuse --scheduler/--workers where the command computes no cell (`uses`: the options that compute none)."""
+    given = [f"{o} {v}" for o, v in (("--scheduler", scheduler), ("--workers", workers)) if v is not None]
+    if given and not computes:
+        raise ValueError(f"{' and '.join(given)}: no cell is computed with {uses}; --scheduler and --workers are "
+                         "allowed only where cells are computed")
+
+
 def _check_cache() -> None:
     """The cache folder must be writable before a mapping is computed, since the mapping is stored there."""
     from nxbar.cache import cache_dir
@@ -194,6 +202,24 @@ XBAR = click.option("--xbar", "size", type=int, default=32, show_default=True, h
 BATCH_SIZE = click.option("--batch-size", type=click.IntRange(min=1), default=200, show_default=True,
                           help="Images per forward/backward pass.")
 NO_CACHE = click.option("--no-cache", is_flag=True, help="Solve the crossbars again even if this mapping is cached.")
+
+
+def cluster_options(command):
+    """--scheduler and --workers: the command's cells as tasks of a Dask cluster (`nxbar.cluster`)."""
+    options = [
+        click.option("--scheduler", metavar="ADDRESS", default=None,
+                     help="Send the cells as tasks to the running Dask scheduler at ADDRESS (e.g. "
+                          "tcp://10.0.0.5:8786); this process writes the results as they come back. Needs "
+                          "pip install 'nxbar[cluster]'."),
+        click.option("--workers", type=int, default=None,
+                     help="Start N Dask worker processes on this machine (threads split between them) and send "
+                          "them the cells. Needs pip install 'nxbar[cluster]' [default: the cells in this process]."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
 QUERIES = click.option("--queries", type=click.IntRange(min=1), default=300, show_default=True,
                        help="Queries per image of the sanity checks' gradient-free random search.")
 
@@ -686,13 +712,18 @@ def evaluate(model, dataset, weights, data, split, n, size, attack, eps_text, ep
 @click.option("--paper", type=click.Path(exists=True, file_okay=False), default=None,
               help="With --report: copy the paper's tables (*.csv) from this folder into OUT/paper/ first "
                    "[default: OUT/paper/ as it is; reference_results/paper/ holds them].")
+@cluster_options
 @_fail_cleanly
-def reproduce(name, list_only, write_report, draw_figures, quick, n, out, paper):
+def reproduce(name, list_only, write_report, draw_figures, quick, n, out, paper, scheduler, workers):
     """Run experiment NAME of the study, resuming from the cells already stored (Ctrl-C keeps the finished
     cells: the same command run again goes on from them)."""
+    from nxbar import cluster
     from nxbar.study import figures, grid, report, results, runner
+    from nxbar.study.progress import Progress
 
     out = Path(out).absolute()
+    computes = not (list_only or draw_figures or write_report)
+    _no_cells_with_cluster(scheduler, workers, computes, "--list, --report or --figures")
     if not list_only:  # every other use writes there
         _output_path(out, "--out", folder=True)
     if list_only:
@@ -717,12 +748,14 @@ def reproduce(name, list_only, write_report, draw_figures, quick, n, out, paper)
         _check_cache()  # mappings and shared adversarial inputs are stored there
         _on_interrupt(f"the finished cells are stored in {out}; run the same command again to resume from them")
         click.echo(f"{name}: computing the cells not yet stored in {out}", err=True)
-        t0 = time.perf_counter()
+        bar = Progress(0, lambda text: click.echo(text, err=True))
 
         def progress(i, total, cell):
-            click.echo(f"[{i}/{total}] {cell.describe()} ({(time.perf_counter() - t0) / 60:.1f} min so far)", err=True)
+            bar.total = total  # cells of about the same cost: the ETA is the mean time per cell so far
+            bar.step(1, i, total, cell.describe())
 
-        path = runner.run(name, out, quick=quick, n=n, progress=progress, draw=figures.draw)
+        with cluster.connect(scheduler, workers) as client:
+            path = runner.run(name, out, quick=quick, n=n, progress=progress, draw=figures.draw, client=client)
         click.echo(f"wrote {path} and {path.with_suffix('.json')}")
 
 
@@ -738,15 +771,18 @@ def reproduce(name, list_only, write_report, draw_figures, quick, n, out, paper)
               help="Compute no cell: write verdicts.csv and the figures from the attack cells stored so far.")
 @click.option("--resamples", type=click.IntRange(min=100), default=None,
               help="Bootstrap resamples of the confidence intervals [default: 10,000].")
+@cluster_options
 @_fail_cleanly
-def robustness(quick, out, stop_after, from_stored, resamples):
+def robustness(quick, out, stop_after, from_stored, resamples, scheduler, workers):
     """The robustness study (docs/protocol.md section 12): sweep sigma and the parasitic scale, choose the
     operating points from clean accuracy alone, attack at them with per-image outcomes, and give every claim a
     statistical verdict (verdicts.csv, figures). Resumable cell by cell: Ctrl-C keeps the finished cells, and
     the same command run again goes on from them."""
+    from nxbar import cluster
     from nxbar.study import robustness as study
     from nxbar.study import robustness_report, stats
 
+    _no_cells_with_cluster(scheduler, workers, not from_stored, "--from-stored")
     out = _output_path(Path(out).absolute(), "--out", folder=True)
     design = study.design_for(quick)
     where = study.folder(out, quick)
@@ -757,8 +793,9 @@ def robustness(quick, out, stop_after, from_stored, resamples):
         _check_cache()  # the sweep's mappings are reused at the chosen points
         _on_interrupt(f"the finished cells are stored in {where}; run the same command again to resume from them")
         click.echo(f"robustness study: computing the cells not yet stored in {where}", err=True)
-        run = study.Study(out, design, echo=lambda text: click.echo(text, err=True))
-        record = run.run(stop_after=stop_after)
+        with cluster.connect(scheduler, workers) as client:
+            run = study.Study(out, design, echo=lambda text: click.echo(text, err=True), client=client)
+            record = run.run(stop_after=stop_after)
         click.echo("operating points (parasitic scale s at sigma "
                    f"{design.point_sigma:g}): " + ", ".join(f"{k} {v:g}" for k, v in record["chosen_scale"].items()))
     if stop_after == "attacks":
