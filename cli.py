@@ -7,7 +7,6 @@ with 130 and a line on how to resume.
 
 from __future__ import annotations
 
-import dataclasses
 import errno
 import functools
 import os
@@ -166,20 +165,9 @@ def _for_weights(config, meta):
 
 
 def _load_data(data: str, split: str, n: int | None, model):
-    from nxbar.data.dataset import match_classes
-    from nxbar.data.load import load_dataset
+    from nxbar.data.load import model_dataset
 
-    ds = match_classes(load_dataset(data, split=split), model.class_names)
-    if n is not None:
-        if n < 1 or n > len(ds.labels):
-            raise ValueError(f"--n {n} is out of range: the data set {ds.source} has {len(ds.labels)} images")
-        ds = dataclasses.replace(ds, images=ds.images[:n], labels=ds.labels[:n], source=f"{ds.source}, first {n}")
-    if ds.images.shape[1] != model.input_size:
-        raise ValueError(
-            f"the data set {ds.source} has {ds.images.shape[1]}x{ds.images.shape[2]} images, "
-            f"the model expects {model.input_size}x{model.input_size}"
-        )
-    return ds
+    return model_dataset(data, split, n, model)
 
 
 MODEL = click.option("--model", default="vgg8", show_default=True, type=click.Choice(["vgg8", "vgg16", "vgg8q", "vgg16q"]),
@@ -543,16 +531,19 @@ def ans(model, dataset, weights, data, split, n, attack, eps_text, widths, json_
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,
               help="Write the report here; finished attackers are kept in JSON.partial meanwhile, and a run "
                    "stopped part-way (Ctrl-C, a lost session) resumes from it when run again with the same options.")
+@cluster_options
 @_fail_cleanly
 def threats(model, dataset, weights, data, split, n, size, eps_text, steps, alpha_text, attack_seed, victims, eot,
-            transfer_seed, sanity_images, queries, json_path, **physics):
+            transfer_seed, sanity_images, queries, json_path, scheduler, workers, **physics):
     """Attacker x victim matrix (software, nominal crossbar, EOT over chips, cross-chip transfer) with the
     gradient-masking sanity checks of Carlini et al."""
     import json
 
+    from nxbar import cluster
     from nxbar.attacks import parse_fraction
     from nxbar.files import Partial
-    from nxbar.threats import format_report, threat_report
+    from nxbar.threats import Inputs, format_report, threat_report
+    from nxbar.weights import resolve_weights
 
     partial = Path(f"{json_path}.partial") if json_path else None
     if json_path:
@@ -578,9 +569,13 @@ def threats(model, dataset, weights, data, split, n, size, eps_text, steps, alph
     if done is not None:
         click.echo(f"resuming from {partial}: {len(done['rows']) // 2} attacker(s) and "
                    f"{len(done['checks'])} sanity target(s) done", err=True)
-    report = threat_report(net, config, ds.images, ds.labels, attack, victim_seeds=seeds["--victims"],
-                           eot_seeds=seeds["--eot"], transfer_seed=transfer_seed, sanity_images=sanity_images,
-                           queries=queries, progress=_bar, done=done, on_part=stopped.keep if stopped else None)
+    with cluster.connect(scheduler, workers) as client:
+        inputs = None if client is None else Inputs.of(weights or resolve_weights(model, dataset), data, split, n,
+                                                       ds.images, ds.labels)
+        report = threat_report(net, config, ds.images, ds.labels, attack, victim_seeds=seeds["--victims"],
+                               eot_seeds=seeds["--eot"], transfer_seed=transfer_seed, sanity_images=sanity_images,
+                               queries=queries, progress=_bar, done=done, on_part=stopped.keep if stopped else None,
+                               client=client, inputs=inputs)
     click.echo(f"{net.arch} on {ds.source}, {len(ds.labels)} images, {size}x{size} crossbars")
     click.echo(format_report(report))
     if json_path:

@@ -2,12 +2,14 @@
 
 Dask (`pip install 'nxbar[cluster]'`) is optional: this module imports it only when a run is given a scheduler
 address or a number of local workers, and with neither a run computes its cells in its own process as before.
-The driver (the process that runs `nxbar reproduce` or `nxbar robustness`) keeps the results files. It sends
-every cell still missing as one task, named by a digest of everything its result depends on (`task_key`), and
-writes each result the moment it arrives, the way the serial run writes it (`completed`). A task builds its
-runner from plain values (weight paths with their hashes, image count, physics, cache folder) and returns the
-cell's result only. A worker that dies has its tasks run again on another worker by the scheduler (up to its
-`distributed.scheduler.allowed-failures`); the driver writes a cell once, when its task has finished.
+The driver (the process that runs `nxbar reproduce`, `nxbar robustness` or `nxbar threats`) keeps the results
+files. It sends every cell still missing as one task, named by a digest of everything its result depends on
+(`task_key`), and writes each result the moment it arrives, the way the serial run writes it (`each_result`).
+A task carries plain values (weight and data paths, the weight files' hashes and the driver's BLAS kernel,
+`pinned`, image count, physics, cache folder); the worker checks them (`check_pinned`), builds what it needs
+once per process (`kept`) and returns the cell's result only. A worker that dies has its tasks run again on
+another worker by the scheduler (up to its `distributed.scheduler.allowed-failures`); the driver writes a cell
+once, when its task has finished.
 """
 
 from __future__ import annotations
@@ -16,6 +18,10 @@ import hashlib
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
+
+from nxbar.reproducibility import blas
+from nxbar.weights import WeightFileError, file_sha256, weight_paths
 
 INSTALL = "pip install 'nxbar[cluster]'"
 # The thread pools of numpy's BLAS, OpenMP and Numba: each is sized when its library loads, so a worker
@@ -82,6 +88,41 @@ def connect(scheduler: str | None = None, workers: int | None = None):
     finally:  # this process's environment as it was before the nanny set its pre-spawn variables
         os.environ.clear()
         os.environ.update(environ)
+
+
+def pinned(paths: dict) -> tuple[tuple, str | None]:
+    """What a task pins so that a worker computes what this process would: ((model, path, (sha256 of its .npz,
+    of its .json)), ...) of the weight files {model: path}, and this process's OpenBLAS kernel."""
+    weights = tuple((m, str(p), tuple(file_sha256(f) for f in weight_paths(p))) for m, p in sorted(paths.items()))
+    return weights, blas()["kernel"]
+
+
+def check_pinned(weights: tuple, blas_kernel: str | None) -> None:
+    """Refuse to compute here what `pinned` pinned elsewhere when it would come out otherwise: a weight file with
+    other hashes (on a worker's machine, another file under the same path; WeightFileError), or another OpenBLAS
+    kernel (a CPU of another kind: float32 results differ in their last bits, `nxbar.reproducibility`)."""
+    for model, path, hashes in weights:
+        found = tuple(file_sha256(f) for f in weight_paths(path))
+        if found != hashes:
+            raise WeightFileError(f"{path}: this {model} weight file (.npz, .json sha256 {found[0][:12]}, "
+                                  f"{found[1][:12]}) is not the one the run started with ({hashes[0][:12]}, "
+                                  f"{hashes[1][:12]}); every machine needs the same weight files under the same paths")
+    if (kernel := blas()["kernel"]) != blas_kernel:
+        raise ValueError(f"this process's OpenBLAS kernel is {kernel}, the run's {blas_kernel}: its cells would "
+                         "differ in their last bits; set OPENBLAS_CORETYPE to one kernel that every machine runs "
+                         "(e.g. Haswell on x86-64 with AVX2) for the driver and the workers")
+
+
+_KEPT: dict = {}  # {key: value} that this (worker) process keeps from one task to the next
+
+
+def kept(key, make: Callable):
+    """make() for `key` (hashable plain values), made once in this process and kept for its next tasks with the
+    same key; a task of another key replaces it."""
+    if key not in _KEPT:
+        _KEPT.clear()
+        _KEPT[key] = make()
+    return _KEPT[key]
 
 
 def describe(client) -> str:

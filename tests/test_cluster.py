@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,7 @@ from nxbar.crossbar.config import PARASITIC_FIELDS
 from nxbar.study import grid, nonideality, robustness
 from nxbar.study import runner as study_runner
 from nxbar.study.results import read_rows, row_key
+from nxbar.weights import WeightFileError
 
 REPO = Path(__file__).resolve().parents[1]
 IDEAL = {**{f: 0.0 for f in PARASITIC_FIELDS}, "sigma": 0.0}  # T == G: no circuit solves, quick cells
@@ -102,6 +104,23 @@ def test_a_killed_worker_and_a_stopped_driver_leave_every_cell_written_once(tmp_
     assert len(computed) == 2 and len(keys) == len(set(keys)) == len(grid.experiment_cells("table2", quick=True))
 
 
+def test_threats_through_a_running_scheduler_give_the_serial_report(tmp_path, client, weights, monkeypatch):
+    cache = str(tmp_path / "cache")
+    monkeypatch.setenv("NXBAR_CACHE_DIR", cache)
+    client.run(lambda: os.environ.update(NXBAR_CACHE_DIR=cache))  # the workers' own disk cache, here the same
+    args = ["threats", "--weights", weights, "--n", "2", "--xbar", "64", "--r-source", "0", "--r-sink", "0",
+            "--r-wire-row", "0", "--r-wire-col", "0", "--sigma", "0.1", "--steps", "2", "--victims", "0",
+            "--eot", "3", "--transfer-seed", "4", "--sanity-images", "2", "--queries", "5"]
+    reports = {}
+    for name, extra in (("serial", []), ("dask", ["--scheduler", client.scheduler.address])):
+        out = CliRunner().invoke(cli.main, [*args, "--json", str(tmp_path / f"{name}.json"), *extra])
+        assert out.exit_code == 0, out.output
+        reports[name] = json.loads((tmp_path / f"{name}.json").read_text())
+    for key in ("rows", "checks", "config", "attack"):
+        assert reports["dask"][key] == reports["serial"][key]
+    assert len(reports["dask"]["rows"]) == 10 and list(reports["dask"]["checks"]) == ["software", "chip 0"]
+
+
 def test_cluster_options_are_checked_before_any_cell(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match=r"--workers 0: allowed: an integer >= 1"):
         with cluster.connect(workers=0):
@@ -121,6 +140,18 @@ def test_cluster_options_are_checked_before_any_cell(tmp_path, monkeypatch):
     assert out.exit_code == 2 and "--workers 2: no cell is computed with --list, --report or --figures" in out.output
     out = CliRunner().invoke(cli.main, ["robustness", "--from-stored", "--scheduler", "tcp://h:8786"])
     assert out.exit_code == 2 and "--scheduler tcp://h:8786: no cell is computed with --from-stored" in out.output
+
+
+def test_a_worker_refuses_other_weights_and_another_blas_kernel(tmp_path, weights):
+    spec = study_runner.RunnerSpec.of({"vgg8": weights}, 4, IDEAL, tmp_path)
+    assert study_runner.RunnerSpec.of({"vgg8": weights}, 4, IDEAL, tmp_path) == spec  # the same task key each run
+    assert len(spec.build().labels) == 4
+    other = replace(spec, weights=(("vgg8", weights, ("0" * 64, spec.weights[0][2][1])),))
+    with pytest.raises(WeightFileError, match=r"vgg8_random: this vgg8 weight file .* is not the one the run "
+                                              r"started with \(000000000000, "):
+        other.build()
+    with pytest.raises(ValueError, match=r"OpenBLAS kernel is .*, the run's Prescott: .* set OPENBLAS_CORETYPE"):
+        replace(spec, blas_kernel="Prescott").build()
 
 
 def test_thread_counts_split_the_cores_between_local_workers():

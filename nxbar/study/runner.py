@@ -153,47 +153,38 @@ class Runner:
 @dataclass(frozen=True)
 class RunnerSpec:
     """A Runner as plain values, which a task carries to a worker process: the weight files ((model, path, sha256
-    of its .npz and its .json), ...), the first `n` embedded images, base physics ((field, value), ...) and the
-    cache folder (None: the default of the process that builds the Runner, `nxbar.cache.cache_dir`)."""
+    of its .npz and its .json), ...), the first `n` embedded images, base physics ((field, value), ...), the
+    cache folder (None: the default of the process that builds the Runner, `nxbar.cache.cache_dir`) and the
+    OpenBLAS kernel of the process that made the spec (float32 results are the same bit for bit only on the same
+    kernel, `nxbar.reproducibility`)."""
 
     weights: tuple
     n: int
     base_physics: tuple = ()
     cache_dir: str | None = None
+    blas_kernel: str | None = None
 
     @classmethod
     def of(cls, paths: dict, n: int, base_physics: dict | None = None, cache_dir=None) -> RunnerSpec:
         """The spec of the weight files {model: path} (hashed here), n images, base physics and cache folder."""
-        weights = tuple((m, str(p), tuple(file_sha256(f) for f in weight_paths(p))) for m, p in sorted(paths.items()))
-        return cls(weights, n, tuple(sorted((base_physics or {}).items())), cache_dir and str(cache_dir))
+        weights, kernel = cluster.pinned(paths)
+        return cls(weights, n, tuple(sorted((base_physics or {}).items())), cache_dir and str(cache_dir), kernel)
 
     def build(self) -> Runner:
-        """The Runner on the first n embedded images. A weight file whose hashes are not the spec's (on a worker's
-        machine, another file under the same path) is refused."""
+        """The Runner on the first n embedded images, in a process that computes what the spec's maker would
+        (`nxbar.cluster.check_pinned`)."""
         from nxbar.data.load import load_dataset
 
-        for model, path, hashes in self.weights:
-            found = tuple(file_sha256(f) for f in weight_paths(path))
-            if found != hashes:
-                raise WeightFileError(f"{path}: this {model} weight file (.npz, .json sha256 {found[0][:12]}, "
-                                      f"{found[1][:12]}) is not the one the run started with ({hashes[0][:12]}, "
-                                      f"{hashes[1][:12]}); every machine needs the same weight files under the "
-                                      "same paths")
+        cluster.check_pinned(self.weights, self.blas_kernel)
         ds = load_dataset("embedded")
         paths = {m: Path(p) for m, p, _ in self.weights}
         return Runner(ds.images[:self.n], ds.labels[:self.n], paths, dict(self.base_physics) or None, self.cache_dir)
 
 
-_PROCESS: dict = {}  # {spec: Runner} of this (worker) process, kept from one task to the next
-
-
 def on_worker(fn, spec: RunnerSpec, *args):
     """fn(Runner of `spec`, *args) in this process: a cell as a Dask task. The process builds the Runner once
     and keeps it, with its memos, for its next task of the same spec."""
-    if spec not in _PROCESS:
-        _PROCESS.clear()
-        _PROCESS[spec] = spec.build()
-    return fn(_PROCESS[spec], *args)
+    return fn(cluster.kept(spec, spec.build), *args)
 
 
 def run(name: str, out: str | Path, *, quick: bool = False, n: int | None = None, weights: dict | None = None,

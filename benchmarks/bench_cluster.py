@@ -1,0 +1,56 @@
+"""A small real grid, serial against local Dask workers (`nxbar reproduce NAME --quick --workers N`): wall times
+and their ratio.
+
+The shipped VGG8 on the first N embedded images, the experiment's quick grid at default physics (fig8b: SW, and
+SH and HH on 32x32 crossbars at two ON/OFF ratios, PGD-10 8/255), each run into a fresh results folder with a
+fresh disk cache, so both map their chips and make their attacks; the cluster's time includes starting its
+workers. The two runs' rows must be the same (docs/protocol.md section 9, "Running on a cluster"). The machine
+may be shared: the load average is printed with the numbers.
+
+    python3 -m benchmarks.bench_cluster [--name fig8b] [--n 32] [--workers 2]      (from the repository root)
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import tempfile
+import time
+from pathlib import Path
+
+from nxbar import cluster
+from nxbar.study import grid, runner
+
+
+def timed_run(name: str, n: int, folder: Path, workers: int | None) -> tuple[float, list[str]]:
+    """(wall seconds, the stored rows sorted) of `name`'s quick grid on n images, computed in this process
+    (workers None) or on that many local worker processes."""
+    start = time.perf_counter()
+    with cluster.connect(workers=workers) as client:
+        path = runner.run(name, folder / "out", quick=True, n=n, cache_dir=folder / "cache", client=client)
+    wall = time.perf_counter() - start
+    with open(path, newline="") as f:
+        return wall, sorted(str(sorted(row.items())) for row in csv.DictReader(f))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--name", choices=sorted(grid.EXPERIMENTS), default="fig8b")
+    parser.add_argument("--n", type=int, default=32, help="embedded test images")
+    parser.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args()
+    cells = len(grid.experiment_cells(args.name, quick=True))
+    print(f"{args.name} --quick: {cells} cells on {args.n} images; cores {os.cpu_count()}, "
+          f"load average {os.getloadavg()}")
+    with tempfile.TemporaryDirectory() as directory:
+        serial, rows = timed_run(args.name, args.n, Path(directory) / "serial", None)
+        spread, spread_rows = timed_run(args.name, args.n, Path(directory) / "cluster", args.workers)
+    print(f"serial            {serial:8.1f} s")
+    print(f"--workers {args.workers:<7d} {spread:8.1f} s")
+    print(f"serial / cluster  {serial / spread:8.2f}x; same rows: {'yes' if rows == spread_rows else 'NO'}")
+    print(f"load average {os.getloadavg()}")
+
+
+if __name__ == "__main__":
+    main()
