@@ -18,7 +18,6 @@ import hashlib
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
 from nxbar.reproducibility import blas
 from nxbar.weights import WeightFileError, file_sha256, weight_paths
@@ -72,14 +71,14 @@ def connect(scheduler: str | None = None, workers: int | None = None):
     import dask
 
     env = thread_env(workers)
-    blas = {k: v for k, v in env.items() if k != "NUMBA_NUM_THREADS"}
+    blas_env = {k: v for k, v in env.items() if k != "NUMBA_NUM_THREADS"}
     environ = dict(os.environ)
     try:
         # BLAS and OpenMP read their thread counts when numpy loads, which may be before a worker process applies
         # `env`: they go in the nanny's pre-spawn environment, which the nanny sets in this process before it
         # starts (or restarts) a worker. Numba's only in `env`: this process's own Numba reads its variable again
         # when it compiles, and refuses another count once its threads run.
-        pre_spawn = {**dask.config.get("distributed.nanny.pre-spawn-environ"), **blas}
+        pre_spawn = {**dask.config.get("distributed.nanny.pre-spawn-environ"), **blas_env}
         with dask.config.set({"distributed.nanny.pre-spawn-environ": pre_spawn}):
             cluster = distributed.LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, env=env,
                                                dashboard_address=None)
@@ -106,7 +105,8 @@ def check_pinned(weights: tuple, blas_kernel: str | None) -> None:
         if found != hashes:
             raise WeightFileError(f"{path}: this {model} weight file (.npz, .json sha256 {found[0][:12]}, "
                                   f"{found[1][:12]}) is not the one the run started with ({hashes[0][:12]}, "
-                                  f"{hashes[1][:12]}); every machine needs the same weight files under the same paths")
+                                  f"{hashes[1][:12]}); every machine needs the same weight files under the same "
+                                  "paths")
     if (kernel := blas()["kernel"]) != blas_kernel:
         raise ValueError(f"this process's OpenBLAS kernel is {kernel}, the run's {blas_kernel}: its cells would "
                          "differ in their last bits; set OPENBLAS_CORETYPE to one kernel that every machine runs "

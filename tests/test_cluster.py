@@ -109,7 +109,7 @@ def test_threats_through_a_running_scheduler_give_the_serial_report(tmp_path, cl
     monkeypatch.setenv("NXBAR_CACHE_DIR", cache)
     client.run(lambda: os.environ.update(NXBAR_CACHE_DIR=cache))  # the workers' own disk cache, here the same
     args = ["threats", "--weights", weights, "--n", "2", "--xbar", "64", "--r-source", "0", "--r-sink", "0",
-            "--r-wire-row", "0", "--r-wire-col", "0", "--sigma", "0.1", "--steps", "2", "--victims", "0",
+            "--r-wire-row", "0", "--r-wire-col", "0", "--sigma", "0.1", "--steps", "1", "--victims", "0",
             "--eot", "3", "--transfer-seed", "4", "--sanity-images", "2", "--queries", "5"]
     reports = {}
     for name, extra in (("serial", []), ("dask", ["--scheduler", client.scheduler.address])):
