@@ -574,7 +574,7 @@ def threats(model, dataset, weights, data, split, n, size, eps_text, steps, alph
                                                        ds.images, ds.labels)
         report = threat_report(net, config, ds.images, ds.labels, attack, victim_seeds=seeds["--victims"],
                                eot_seeds=seeds["--eot"], transfer_seed=transfer_seed, sanity_images=sanity_images,
-                               queries=queries, progress=_bar, done=done, on_part=stopped.keep if stopped else None,
+                               queries=queries, progress=_bar, done=done, on_part=_threat_parts(stopped, done, client),
                                client=client, inputs=inputs)
     click.echo(f"{net.arch} on {ds.source}, {len(ds.labels)} images, {size}x{size} crossbars")
     click.echo(format_report(report))
@@ -584,6 +584,27 @@ def threats(model, dataset, weights, data, split, n, size, eps_text, steps, alph
                                                 indent=2))
         partial.unlink(missing_ok=True)
         click.echo(f"wrote {json_path}")
+
+
+def _threat_parts(stopped, done: dict | None, client):
+    """The `on_part` of a threat report: keep each part in the `stopped` Partial file (if any) and, on a cluster
+    (whose workers show no progress bars), print a line per finished attacker or sanity target with an ETA."""
+    from nxbar.study.progress import Progress
+    from nxbar.threats import ATTACKERS
+
+    before = len(done["rows"]) // 2 + len(done["checks"]) if done else 0
+    todo = len(ATTACKERS) + 2 - before  # the attackers and the two sanity targets still to compute
+    bar = Progress(todo, lambda text: click.echo(text, err=True))
+
+    def on_part(part: dict) -> None:
+        """The finished parts so far: kept, and counted on the progress line."""
+        if stopped is not None:
+            stopped.keep(part)
+        if client is not None:
+            finished = len(part["rows"]) // 2 + len(part["checks"]) - before
+            bar.step(1, finished, todo, f"attackers {len(part['rows']) // 2}, sanity targets {len(part['checks'])}")
+
+    return on_part
 
 
 @main.group()

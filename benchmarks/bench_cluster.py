@@ -35,6 +35,7 @@ def timed_run(name: str, n: int, folder: Path, workers: int | None) -> tuple[flo
 
 
 def main():
+    """Both runs of the grid, their times and ratio."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--name", choices=sorted(grid.EXPERIMENTS), default="fig8b")
     parser.add_argument("--n", type=int, default=32, help="embedded test images")

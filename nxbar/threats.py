@@ -244,10 +244,12 @@ def threat_matrix(software, config: CrossbarConfig, images, labels, attack: Atta
     done = {r["attacker"] for r in rows}
 
     @functools.cache
-    def models():  # the victim chips are mapped once, for every attacker computed here
+    def models():
+        """The victim chips and the attackers' models, mapped once for every attacker computed here."""
         return _attack_models(software, config, victim_seeds, eot_seeds, transfer_seed, cache, cache_dir)
 
     def local(unit):
+        """The rows of attacker unit[1], computed here."""
         return _attacker_rows(unit[1], software, *models(), images, labels, attack, batch_size, progress)
 
     setup = _setup(config, attack, victim_seeds, eot_seeds, transfer_seed, cache, cache_dir, batch_size)
@@ -285,6 +287,7 @@ def threat_report(software, config: CrossbarConfig, images, labels, attack: Atta
                f"chip {first}": lambda: chip(software, config, first, cache=cache, cache_dir=cache_dir)}
 
     def local(unit):
+        """The checks of sanity target unit[1], computed here."""
         return _sanity(unit[1], targets[unit[1]](), images, labels, attack, unit[2], unit[3], progress)
 
     setup = _setup(config, attack, victim_seeds, eot_seeds, transfer_seed, cache, cache_dir, batch_size)

@@ -39,6 +39,7 @@ def client():
 
 
 def _sorted_rows(path):
+    """The CSV rows of `path` as sorted JSON texts: the stored rows whatever order the cells finished in."""
     return sorted(json.dumps(r, sort_keys=True) for r in csv.DictReader(open(path)))
 
 
@@ -55,6 +56,7 @@ def test_a_grid_on_the_cluster_stores_the_rows_of_the_serial_run(tmp_path, clien
 
     # the robustness study: the sweep (round by round), the points, the attack cells with per-image outcomes
     def study(name, c):
+        """The study's folder after a run in tmp_path/name, on client c or serially (None)."""
         robustness.Study(tmp_path / name, TINY, cache_dir=tmp_path / f"cache_{name}", echo=lambda _: None,
                          client=c).run()
         return robustness.folder(tmp_path / name, True)
@@ -75,7 +77,8 @@ def test_a_killed_worker_and_a_stopped_driver_leave_every_cell_written_once(tmp_
           "client": client}
     killed = []
 
-    async def exit_now():  # a coroutine: client.run sends it without waiting for an answer
+    async def exit_now():
+        """End the worker's process at once; a coroutine, which client.run sends without waiting for an answer."""
         os._exit(1)
 
     def kill_a_busy_worker(i, total, cell):
@@ -92,6 +95,7 @@ def test_a_killed_worker_and_a_stopped_driver_leave_every_cell_written_once(tmp_
     assert killed and len(keys) == len(set(keys)) == len(grid.experiment_cells("fig8b", quick=True))
 
     def stop_the_driver(i, total, cell):
+        """Ctrl-C after the first row."""
         if i == 1:
             raise KeyboardInterrupt
 
@@ -115,6 +119,7 @@ def test_threats_through_a_running_scheduler_give_the_serial_report(tmp_path, cl
     for name, extra in (("serial", []), ("dask", ["--scheduler", client.scheduler.address])):
         out = CliRunner().invoke(cli.main, [*args, "--json", str(tmp_path / f"{name}.json"), *extra])
         assert out.exit_code == 0, out.output
+        assert ("[7/7] attackers 5, sanity targets 2" in out.output) == (name == "dask")  # progress from the driver
         reports[name] = json.loads((tmp_path / f"{name}.json").read_text())
     for key in ("rows", "checks", "config", "attack"):
         assert reports["dask"][key] == reports["serial"][key]

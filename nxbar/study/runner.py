@@ -268,6 +268,7 @@ def run(name: str, out: str | Path, *, quick: bool = False, n: int | None = None
     runner = spec.build()
 
     def cell_key(cell) -> str:
+        """The cell's task name: the experiment, the runner's spec and the cell's key."""
         return cluster.task_key(f"nxbar-{name}", spec, cell.key(base_physics))
 
     # cells stored by another experiment are copied; on a cluster, the SH cells go last: the SW cell leaves the
