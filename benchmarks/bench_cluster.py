@@ -3,9 +3,10 @@ and their ratio.
 
 The shipped VGG8 on the first N embedded images, the experiment's quick grid at default physics (fig8b: SW, and
 SH and HH on 32x32 crossbars at two ON/OFF ratios, PGD-10 8/255), each run into a fresh results folder with a
-fresh disk cache, so both map their chips and make their attacks; the cluster's time includes starting its
-workers. The two runs' rows must be the same (docs/protocol.md section 9, "Running on a cluster"). The machine
-may be shared: the load average is printed with the numbers.
+fresh disk cache, so each maps its chips and makes its attacks; the cluster's time includes starting its
+workers. The runs go serial, cluster, cluster, serial, so that a load that drifts during them (a shared machine)
+weighs on both alike; the ratio is of the sums. Every run's rows must be the same (docs/protocol.md section 9,
+"Running on a cluster"). The load average is printed with the numbers.
 
     python3 -m benchmarks.bench_cluster [--name fig8b] [--n 32] [--workers 2]      (from the repository root)
 """
@@ -44,13 +45,18 @@ def main():
     cells = len(grid.experiment_cells(args.name, quick=True))
     print(f"{args.name} --quick: {cells} cells on {args.n} images; cores {os.cpu_count()}, "
           f"load average {os.getloadavg()}")
+    walls, rows = {None: [], args.workers: []}, []
     with tempfile.TemporaryDirectory() as directory:
-        serial, rows = timed_run(args.name, args.n, Path(directory) / "serial", None)
-        spread, spread_rows = timed_run(args.name, args.n, Path(directory) / "cluster", args.workers)
-    print(f"serial            {serial:8.1f} s")
-    print(f"--workers {args.workers:<7d} {spread:8.1f} s")
-    print(f"serial / cluster  {serial / spread:8.2f}x; same rows: {'yes' if rows == spread_rows else 'NO'}")
-    print(f"load average {os.getloadavg()}")
+        for i, workers in enumerate((None, args.workers, args.workers, None)):
+            wall, stored = timed_run(args.name, args.n, Path(directory) / str(i), workers)
+            walls[workers].append(wall)
+            rows.append(stored)
+            label = "serial" if workers is None else f"--workers {workers}"
+            print(f"{label:<12s} {wall:8.1f} s   load average {os.getloadavg()}", flush=True)
+    serial, spread = sum(walls[None]), sum(walls[args.workers])
+    same = all(r == rows[0] for r in rows)
+    print(f"serial / cluster  {serial / spread:.2f}x (sums {serial:.1f} s / {spread:.1f} s); same rows: "
+          f"{'yes' if same else 'NO'}")
 
 
 if __name__ == "__main__":
