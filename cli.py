@@ -7,7 +7,6 @@ with 130 and a line on how to resume.
 
 from __future__ import annotations
 
-import dataclasses
 import errno
 import functools
 import os
@@ -78,6 +77,14 @@ def _output_path(path, what: str, folder: bool = False) -> Path:
     if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
         raise ValueError(f"{what} {path}: {parent} is not a writable folder; allowed: {allowed}")
     return path
+
+
+def _no_cells_with_cluster(scheduler, workers, computes: bool, uses: str) -> None:
+    """Refuse --scheduler/--workers where the command computes no cell (`uses`: the options that compute none)."""
+    given = [f"{o} {v}" for o, v in (("--scheduler", scheduler), ("--workers", workers)) if v is not None]
+    if given and not computes:
+        raise ValueError(f"{' and '.join(given)}: no cell is computed with {uses}; --scheduler and --workers are "
+                         "allowed only where cells are computed")
 
 
 def _check_cache() -> None:
@@ -158,20 +165,9 @@ def _for_weights(config, meta):
 
 
 def _load_data(data: str, split: str, n: int | None, model):
-    from nxbar.data.dataset import match_classes
-    from nxbar.data.load import load_dataset
+    from nxbar.data.load import model_dataset
 
-    ds = match_classes(load_dataset(data, split=split), model.class_names)
-    if n is not None:
-        if n < 1 or n > len(ds.labels):
-            raise ValueError(f"--n {n} is out of range: the data set {ds.source} has {len(ds.labels)} images")
-        ds = dataclasses.replace(ds, images=ds.images[:n], labels=ds.labels[:n], source=f"{ds.source}, first {n}")
-    if ds.images.shape[1] != model.input_size:
-        raise ValueError(
-            f"the data set {ds.source} has {ds.images.shape[1]}x{ds.images.shape[2]} images, "
-            f"the model expects {model.input_size}x{model.input_size}"
-        )
-    return ds
+    return model_dataset(data, split, n, model)
 
 
 MODEL = click.option("--model", default="vgg8", show_default=True, type=click.Choice(["vgg8", "vgg16", "vgg8q", "vgg16q"]),
@@ -194,6 +190,24 @@ XBAR = click.option("--xbar", "size", type=int, default=32, show_default=True, h
 BATCH_SIZE = click.option("--batch-size", type=click.IntRange(min=1), default=200, show_default=True,
                           help="Images per forward/backward pass.")
 NO_CACHE = click.option("--no-cache", is_flag=True, help="Solve the crossbars again even if this mapping is cached.")
+
+
+def cluster_options(command):
+    """--scheduler and --workers: the command's cells as tasks of a Dask cluster (`nxbar.cluster`)."""
+    options = [
+        click.option("--scheduler", metavar="ADDRESS", default=None,
+                     help="Send the cells as tasks to the running Dask scheduler at ADDRESS (e.g. "
+                          "tcp://10.0.0.5:8786); this process writes the results as they come back. Needs "
+                          "pip install 'nxbar[cluster]'."),
+        click.option("--workers", type=int, default=None,
+                     help="Start N Dask worker processes on this machine (threads split between them) and send "
+                          "them the cells. Needs pip install 'nxbar[cluster]' [default: the cells in this process]."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
 QUERIES = click.option("--queries", type=click.IntRange(min=1), default=300, show_default=True,
                        help="Queries per image of the sanity checks' gradient-free random search.")
 
@@ -545,13 +559,16 @@ def ans(model, dataset, weights, data, split, n, attack, eps_text, widths, json_
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,
               help="Write the report here; finished attackers are kept in JSON.partial meanwhile, and a run "
                    "stopped part-way (Ctrl-C, a lost session) resumes from it when run again with the same options.")
+@cluster_options
 @_fail_cleanly
 def threats(model, dataset, weights, data, split, n, size, attack, eps_text, steps, alpha_text, attack_seed,
-            read_seed, victims, eot, transfer_seed, sanity_images, queries, json_path, **physics):
+            read_seed, victims, eot, transfer_seed, sanity_images, queries, json_path, scheduler, workers, **physics):
     """Attacker x victim matrix (software, nominal crossbar, EOT over chips, cross-chip transfer) with the
     gradient-masking sanity checks of Carlini et al."""
+    from nxbar import cluster
     from nxbar.attacks import parse_fraction
-    from nxbar.threats import format_report, run_recorded, threat_report
+    from nxbar.threats import Inputs, format_report, run_recorded, threat_report
+    from nxbar.weights import resolve_weights
 
     if json_path:
         _output_path(json_path, "--json")
@@ -567,21 +584,47 @@ def threats(model, dataset, weights, data, split, n, size, attack, eps_text, ste
     net, meta = _load_model(model, dataset, weights)
     config = _for_weights(config, meta)
     ds = _load_data(data, split, n, net)
-    options = {"victim_seeds": seeds["--victims"], "eot_seeds": seeds["--eot"], "transfer_seed": transfer_seed,
-               "sanity_images": sanity_images, "queries": queries, "read_seed": read_seed, "progress": _bar}
-    if json_path:
-        def resumed(done):
-            click.echo(f"resuming from {json_path}.partial: {len(done['rows']) // 2} attacker(s) and "
-                       f"{len(done['checks'])} sanity target(s) done", err=True)
-
-        report = run_recorded(net, meta, ds.images, ds.labels, ds.source, config, attack, json_path, model=model,
-                              command="nxbar " + " ".join(sys.argv[1:]), on_resume=resumed, **options)
-    else:
-        report = threat_report(net, config, ds.images, ds.labels, attack, **options)
+    with cluster.connect(scheduler, workers) as client:
+        inputs = None if client is None else Inputs.of(weights or resolve_weights(model, dataset), data, split, n,
+                                                       ds.images, ds.labels)
+        resumed, on_part = _threat_progress(client)
+        options = {"victim_seeds": seeds["--victims"], "eot_seeds": seeds["--eot"], "transfer_seed": transfer_seed,
+                   "sanity_images": sanity_images, "queries": queries, "read_seed": read_seed, "progress": _bar,
+                   "client": client, "inputs": inputs}
+        if json_path:
+            report = run_recorded(net, meta, ds.images, ds.labels, ds.source, config, attack, json_path, model=model,
+                                  command="nxbar " + " ".join(sys.argv[1:]), on_resume=resumed, on_part=on_part,
+                                  **options)
+        else:
+            report = threat_report(net, config, ds.images, ds.labels, attack, on_part=on_part, **options)
     click.echo(f"{net.arch} on {ds.source}, {len(ds.labels)} images, {size}x{size} crossbars")
     click.echo(format_report(report))
     if json_path:
         click.echo(f"wrote {json_path}")
+
+
+def _threat_progress(client):
+    """(on_resume, on_part) of a threat report: on_resume(done) says what a resumed run found; on a cluster (whose
+    workers show no progress bars) on_part(part) prints a line per finished attacker or sanity target, with an
+    ETA."""
+    from nxbar.study.progress import Progress
+    from nxbar.threats import ATTACKERS
+
+    bar, before = Progress(len(ATTACKERS) + 2, lambda text: click.echo(text, err=True)), [0]
+
+    def on_resume(done: dict) -> None:
+        before[0] = len(done["rows"]) // 2 + len(done["checks"])
+        bar.total -= before[0]
+        click.echo(f"resuming: {len(done['rows']) // 2} attacker(s) and {len(done['checks'])} sanity target(s) "
+                   "done", err=True)
+
+    def on_part(part: dict) -> None:
+        if client is not None:
+            finished = len(part["rows"]) // 2 + len(part["checks"]) - before[0]
+            bar.step(1, finished, int(bar.total), f"attackers {len(part['rows']) // 2}, sanity targets "
+                                                  f"{len(part['checks'])}")
+
+    return on_resume, on_part
 
 
 @main.group()
@@ -707,13 +750,18 @@ def evaluate(model, dataset, weights, data, split, n, size, attack, eps_text, ep
 @click.option("--paper", type=click.Path(exists=True, file_okay=False), default=None,
               help="With --report: copy the paper's tables (*.csv) from this folder into OUT/paper/ first "
                    "[default: OUT/paper/ as it is; reference_results/paper/ holds them].")
+@cluster_options
 @_fail_cleanly
-def reproduce(name, list_only, write_report, draw_figures, quick, n, out, paper):
+def reproduce(name, list_only, write_report, draw_figures, quick, n, out, paper, scheduler, workers):
     """Run experiment NAME of the study, resuming from the cells already stored (Ctrl-C keeps the finished
     cells: the same command run again goes on from them)."""
+    from nxbar import cluster
     from nxbar.study import figures, grid, report, results, runner
+    from nxbar.study.progress import Progress
 
     out = Path(out).absolute()
+    computes = not (list_only or draw_figures or write_report)
+    _no_cells_with_cluster(scheduler, workers, computes, "--list, --report or --figures")
     if not list_only:  # every other use writes there
         _output_path(out, "--out", folder=True)
     if list_only:
@@ -738,12 +786,14 @@ def reproduce(name, list_only, write_report, draw_figures, quick, n, out, paper)
         _check_cache()  # mappings and shared adversarial inputs are stored there
         _on_interrupt(f"the finished cells are stored in {out}; run the same command again to resume from them")
         click.echo(f"{name}: computing the cells not yet stored in {out}", err=True)
-        t0 = time.perf_counter()
+        bar = Progress(0, lambda text: click.echo(text, err=True))
 
         def progress(i, total, cell):
-            click.echo(f"[{i}/{total}] {cell.describe()} ({(time.perf_counter() - t0) / 60:.1f} min so far)", err=True)
+            bar.total = total  # cells of about the same cost: the ETA is the mean time per cell so far
+            bar.step(1, i, total, cell.describe())
 
-        path = runner.run(name, out, quick=quick, n=n, progress=progress, draw=figures.draw)
+        with cluster.connect(scheduler, workers) as client:
+            path = runner.run(name, out, quick=quick, n=n, progress=progress, draw=figures.draw, client=client)
         click.echo(f"wrote {path} and {path.with_suffix('.json')}")
 
 
@@ -759,15 +809,18 @@ def reproduce(name, list_only, write_report, draw_figures, quick, n, out, paper)
               help="Compute no cell: write verdicts.csv and the figures from the attack cells stored so far.")
 @click.option("--resamples", type=click.IntRange(min=100), default=None,
               help="Bootstrap resamples of the confidence intervals [default: 10,000].")
+@cluster_options
 @_fail_cleanly
-def robustness(quick, out, stop_after, from_stored, resamples):
+def robustness(quick, out, stop_after, from_stored, resamples, scheduler, workers):
     """The robustness study (docs/protocol.md section 12): sweep sigma and the parasitic scale, choose the
     operating points from clean accuracy alone, attack at them with per-image outcomes, and give every claim a
     statistical verdict (verdicts.csv, figures). Resumable cell by cell: Ctrl-C keeps the finished cells, and
     the same command run again goes on from them."""
+    from nxbar import cluster
     from nxbar.study import robustness as study
     from nxbar.study import robustness_report, stats
 
+    _no_cells_with_cluster(scheduler, workers, not from_stored, "--from-stored")
     out = _output_path(Path(out).absolute(), "--out", folder=True)
     design = study.design_for(quick)
     where = study.folder(out, quick)
@@ -778,8 +831,9 @@ def robustness(quick, out, stop_after, from_stored, resamples):
         _check_cache()  # the sweep's mappings are reused at the chosen points
         _on_interrupt(f"the finished cells are stored in {where}; run the same command again to resume from them")
         click.echo(f"robustness study: computing the cells not yet stored in {where}", err=True)
-        run = study.Study(out, design, echo=lambda text: click.echo(text, err=True))
-        record = run.run(stop_after=stop_after)
+        with cluster.connect(scheduler, workers) as client:
+            run = study.Study(out, design, echo=lambda text: click.echo(text, err=True), client=client)
+            record = run.run(stop_after=stop_after)
         click.echo("operating points (parasitic scale s at sigma "
                    f"{design.point_sigma:g}): " + ", ".join(f"{k} {v:g}" for k, v in record["chosen_scale"].items()))
     if stop_after == "attacks":

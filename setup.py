@@ -26,6 +26,8 @@ setup(
         "test": ["pytest>=7"],
         "train": ["torch==2.13.0"],
         "plot": ["matplotlib>=3.7"],
+        # `--scheduler`/`--workers`: the study's cells on a Dask cluster (nxbar.cluster); nothing else imports it
+        "cluster": ["dask[distributed]>=2024.1"],
     },
     entry_points={"console_scripts": ["nxbar=cli:main"]},
 )

@@ -9,17 +9,22 @@ Attackers (each makes adversarial inputs with `make_adversarial`, i.e. FGSM/PGD 
   transfer   one other chip of the same design (seed a), evaluated on chip b (cross-chip transfer)
 Victims: the software model and every chip of `victim_seeds` (one physical chip each); chip results are
 reported per seed and as mean and standard deviation (ddof 0) over the seeds.
+Every attacker's rows and every sanity target's checks are independent: on a Dask cluster (`nxbar.cluster`) each
+is a task, which a worker computes on the model and images it loads from `Inputs`.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 import nxbar
+from nxbar import cluster
 from nxbar.attacks import PGD_STEPS
 from nxbar.crossbar.config import CrossbarConfig
 from nxbar.crossbar.mapped import map_model
@@ -28,6 +33,7 @@ from nxbar.evaluation import CHIP_SEEDS, METRICS, AttackConfig, correct_mask, ma
 from nxbar.files import Partial, atomic_write_text
 from nxbar.reproducibility import bits
 from nxbar.sanity import format_checks, noise_pct, sanity_checks
+from nxbar.weights import load_model
 
 KNOWS = {  # what each attacker holds of the victim chip
     "white-box": "the victim itself (SW on software, HH on a chip)",
@@ -95,19 +101,144 @@ def transfer(attacker, victim, images, labels, attack: AttackConfig, *, batch_si
             "outcomes": {"clean_correct": bits(clean), "adv_correct": bits(adv)}}
 
 
+@dataclass(frozen=True)
+class Inputs:
+    """Where a worker process loads the software model and the images of a threat report (`nxbar.cluster`):
+    the weight file (`nxbar.cluster.pinned`: path and hashes, with the driver's BLAS kernel), and the data
+    (`nxbar.data.load.model_dataset`'s spec, split and n) with the sha256 of its images and labels."""
+
+    weights: tuple
+    blas_kernel: str | None
+    data: str
+    split: str
+    n: int | None
+    images_sha256: str
+
+    @classmethod
+    def of(cls, weights, data: str, split: str, n: int | None, images, labels) -> Inputs:
+        """The inputs of weight file `weights` and the first n images of data set `data` (a path is made
+        absolute), which are `images` and `labels`."""
+        pinned, kernel = cluster.pinned({"software": weights})
+        where = data if data == "embedded" else str(Path(data).absolute())
+        return cls(pinned, kernel, where, split, n, _digest(images, labels))
+
+    def load(self):
+        """(software model, images, labels), checked against the driver's (`nxbar.cluster.check_pinned`, the
+        images' digest)."""
+        from nxbar.data.load import model_dataset
+
+        cluster.check_pinned(self.weights, self.blas_kernel)
+        software, _ = load_model(self.weights[0][1])
+        ds = model_dataset(self.data, self.split, self.n, software)
+        if _digest(ds.images, ds.labels) != self.images_sha256:
+            raise ValueError(f"{self.data}: the images here are not the run's; every machine needs the same data "
+                             "under the same path")
+        return software, ds.images, ds.labels
+
+
+def _digest(images, labels) -> str:
+    """sha256 of the images' and labels' bytes."""
+    return hashlib.sha256(np.ascontiguousarray(images).tobytes() + np.ascontiguousarray(labels).tobytes()).hexdigest()
+
+
+def _setup(config, attack, victim_seeds, eot_seeds, transfer_seed, read_seed, cache, cache_dir, batch_size) -> tuple:
+    """A threat matrix's settings as (name, value) pairs of plain values: part of its tasks' keys and what a
+    worker needs besides the inputs."""
+    return (("config", config), ("attack", attack), ("victim_seeds", tuple(victim_seeds)),
+            ("eot_seeds", tuple(eot_seeds)), ("transfer_seed", transfer_seed), ("read_seed", read_seed),
+            ("cache", cache), ("cache_dir", None if cache_dir is None else str(cache_dir)), ("batch_size", batch_size))
+
+
+def _attack_models(software, config, victim_seeds, eot_seeds, transfer_seed, read_seed, cache, cache_dir):
+    """({seed: victim chip}, {attacker: a function that makes its model}) of a threat matrix, for the attackers
+    whose model does not depend on the victim; with `read_seed`, stochastic chips (`chip`)."""
+    mapped = {"read_seed": read_seed, "cache": cache, "cache_dir": cache_dir}
+    victims = {s: chip(software, config, s, **mapped) for s in victim_seeds}
+    fixed = {
+        "software": lambda: software,
+        "nominal": lambda: nominal_chip(software, config, cache=cache, cache_dir=cache_dir),
+        "eot": lambda: EOTModel(chip(software, config, s, **mapped) for s in eot_seeds),
+        "transfer": lambda: chip(software, config, transfer_seed, **mapped),
+    }
+    return victims, fixed
+
+
+def _attacker_rows(name, software, victims, fixed, images, labels, attack, batch_size, progress) -> list[dict]:
+    """The two rows of attacker `name`, on the software victim and on the chips (see `threat_matrix`)."""
+    common = {"attack": attack, "batch_size": batch_size, "progress": progress}
+    head = {**attack.as_dict(), "n": len(labels)}
+    x_adv = None
+    if name != "white-box":
+        x_adv = make_adversarial(fixed[name](), images, labels, attack, batch_size=batch_size, progress=progress,
+                                 label=f"{name} attacker")
+    on_software = transfer(software, software, images, labels, x_adv=x_adv, label="white-box on software", **common)
+    per_seed = [{"seed": s, **transfer(v, v, images, labels, x_adv=x_adv, label=f"white-box on chip {s}", **common)}
+                for s, v in victims.items()]
+    stats = {}
+    for key in METRICS:
+        values = np.array([p[key] for p in per_seed])
+        stats[key], stats[f"{key}_std"] = float(values.mean()), float(values.std())
+    return [{"attacker": name, "victim": "software", **head, **on_software},
+            {"attacker": name, "victim": "chips", **head, **stats, "per_seed": per_seed}]
+
+
+def _sanity(target, model, images, labels, attack, sanity_images, queries, progress) -> list[dict]:
+    """The sanity checks of `target` (its `model`) on the first `sanity_images` images, as dicts. They vary PGD:
+    an APGD matrix is checked with PGD-10 at its eps."""
+    checked = attack if attack.attack == "pgd" else replace(attack, attack="pgd", steps=PGD_STEPS)
+    return [c.as_dict() for c in sanity_checks(model, images[:sanity_images], labels[:sanity_images], checked,
+                                               queries=queries, progress=progress, label=f"sanity checks [{target}]")]
+
+
+def _loaded(inputs: Inputs, setup: tuple):
+    """(software, images, labels, victims, attacker models) of a threat report in a worker process."""
+    software, images, labels = inputs.load()
+    s = dict(setup)
+    models = _attack_models(software, s["config"], s["victim_seeds"], s["eot_seeds"], s["transfer_seed"],
+                            s["read_seed"], s["cache"], s["cache_dir"])
+    return (software, images, labels, *models)
+
+
+def _on_worker(inputs: Inputs, setup: tuple, unit: tuple):
+    """A unit of a threat report as a Dask task: ("attacker", name) -> its two rows; ("sanity", target,
+    sanity_images, queries) -> its checks. The worker process loads the inputs and maps the chips once for its
+    next tasks of the same report."""
+    software, images, labels, victims, fixed = cluster.kept((inputs, setup), lambda: _loaded(inputs, setup))
+    s = dict(setup)
+    if unit[0] == "attacker":
+        return _attacker_rows(unit[1], software, victims, fixed, images, labels, s["attack"], s["batch_size"],
+                              no_progress)
+    model = software if unit[1] == "software" else victims[s["victim_seeds"][0]]
+    return _sanity(unit[1], model, images, labels, s["attack"], unit[2], unit[3], no_progress)
+
+
+def _units(client, inputs: Inputs | None, setup: tuple, units: list[tuple], local):
+    """(unit, result, True) of every unit of a threat report: local(unit) here without a client, else a task of
+    its workers (`_on_worker`), which load `inputs`."""
+    if client is not None and inputs is None:
+        raise ValueError("a threat report on a cluster needs its inputs (`Inputs`): where workers load the model "
+                         "and the images")
+    return cluster.each_result(client, units, {}, lambda unit: cluster.task_key("nxbar-threats", inputs, setup, unit),
+                               local, functools.partial(_on_worker, inputs, setup))
+
+
 def threat_matrix(software, config: CrossbarConfig, images, labels, attack: AttackConfig, *,
                   victim_seeds=CHIP_SEEDS, eot_seeds=EOT_SEEDS, transfer_seed=TRANSFER_SEED,
                   attackers=ATTACKERS, read_seed=None, cache=True, cache_dir=None, batch_size=200,
-                  progress=no_progress, rows_done=(), on_rows=None) -> list[dict]:
+                  progress=no_progress, rows_done=(), on_rows=None, client=None, inputs: Inputs | None = None
+                  ) -> list[dict]:
     """Rows of the attacker x victim matrix: CA, AA, AL (percent) of every attacker on every victim.
 
     One row per (attacker, victim) with victim "software" or "chips"; a "chips" row has the mean over
     `victim_seeds`, their standard deviations CA_std/AA_std/AL_std (ddof 0) and `per_seed` (one
-    {seed, CA, AA, AL, outcomes} per chip); a "software" row has its own per-image "outcomes" (`transfer`). EOT and transfer chips must not be victims (the attacker does not hold
-    the victim chip): their seeds must be disjoint from `victim_seeds`. With `read_seed`, every chip is
+    {seed, CA, AA, AL, outcomes} per chip); a "software" row has its own per-image "outcomes" (`transfer`). EOT
+    and transfer chips must not be victims (the attacker does not hold the victim chip): their seeds must be
+    disjoint from `victim_seeds`. With `read_seed`, every chip is
     stochastic (`chip`). progress: as for `make_adversarial`, one bar per attack run.
     Resuming: `rows_done` are rows an interrupted run of the same call returned through `on_rows`, which is
     called with all rows so far after each attacker; their attackers are not attacked again.
+    client: a dask.distributed Client (`nxbar.cluster.connect`): each attacker is a task of its workers, which
+    load `inputs` (the same model and images); the same rows.
     """
     bad = [a for a in attackers if a not in ATTACKERS]
     if bad or not attackers:
@@ -119,15 +250,6 @@ def threat_matrix(software, config: CrossbarConfig, images, labels, attack: Atta
     if held:
         raise ValueError(f"eot_seeds and transfer_seed must differ from victim_seeds {victim_seeds}; "
                          f"shared: {sorted(held)}")
-    mapped = {"cache": cache, "cache_dir": cache_dir}
-    victims = {s: chip(software, config, s, read_seed=read_seed, **mapped) for s in victim_seeds}
-    fixed = {  # attackers whose model does not depend on the victim
-        "software": lambda: software,
-        "nominal": lambda: nominal_chip(software, config, **mapped),
-        "eot": lambda: EOTModel(chip(software, config, s, read_seed=read_seed, **mapped) for s in eot_seeds),
-        "transfer": lambda: chip(software, config, transfer_seed, read_seed=read_seed, **mapped),
-    }
-    common = {"attack": attack, "batch_size": batch_size, "progress": progress}
     head = {**attack.as_dict(), "n": len(labels)}
     rows = list(rows_done)
     for r in rows:
@@ -135,23 +257,20 @@ def threat_matrix(software, config: CrossbarConfig, images, labels, attack: Atta
             raise ValueError(f"rows_done holds a {r['attacker']!r} row of another attack or image count than "
                              f"{head} with attackers {', '.join(attackers)}")
     done = {r["attacker"] for r in rows}
-    for name in attackers:
-        if name in done:
-            continue
-        x_adv = None
-        if name != "white-box":
-            x_adv = make_adversarial(fixed[name](), images, labels, attack, batch_size=batch_size, progress=progress,
-                                     label=f"{name} attacker")
-        rows.append({"attacker": name, "victim": "software", **head,
-                     **transfer(software, software, images, labels, x_adv=x_adv, label="white-box on software",
-                                **common)})
-        per_seed = [{"seed": s, **transfer(v, v, images, labels, x_adv=x_adv, label=f"white-box on chip {s}", **common)}
-                    for s, v in victims.items()]
-        stats = {}
-        for key in METRICS:
-            values = np.array([p[key] for p in per_seed])
-            stats[key], stats[f"{key}_std"] = float(values.mean()), float(values.std())
-        rows.append({"attacker": name, "victim": "chips", **head, **stats, "per_seed": per_seed})
+
+    @functools.cache
+    def models():
+        """The victim chips and the attackers' models, mapped once for every attacker computed here."""
+        return _attack_models(software, config, victim_seeds, eot_seeds, transfer_seed, read_seed, cache, cache_dir)
+
+    def local(unit):
+        """The rows of attacker unit[1], computed here."""
+        return _attacker_rows(unit[1], software, *models(), images, labels, attack, batch_size, progress)
+
+    setup = _setup(config, attack, victim_seeds, eot_seeds, transfer_seed, read_seed, cache, cache_dir, batch_size)
+    units = [("attacker", name) for name in attackers if name not in done]
+    for _, new, _ in _units(client, inputs, setup, units, local):
+        rows += new
         if on_rows is not None:
             on_rows(list(rows))
     return sorted(rows, key=lambda r: attackers.index(r["attacker"]))  # stable: software before chips
@@ -160,13 +279,16 @@ def threat_matrix(software, config: CrossbarConfig, images, labels, attack: Atta
 def threat_report(software, config: CrossbarConfig, images, labels, attack: AttackConfig, *,
                   victim_seeds=CHIP_SEEDS, eot_seeds=EOT_SEEDS, transfer_seed=TRANSFER_SEED,
                   sanity_images: int = 100, queries: int = 300, read_seed=None, cache=True, cache_dir=None,
-                  batch_size=200, progress=no_progress, done=None, on_part=None) -> dict:
+                  batch_size=200, progress=no_progress, done=None, on_part=None, client=None,
+                  inputs: Inputs | None = None) -> dict:
     """The threat matrix (`threat_matrix`) and, with it, the gradient-masking sanity checks
     (`nxbar.sanity.sanity_checks`) of the white-box attack on the software model and on the first victim
-    chip, run on the first `sanity_images` images (they vary PGD: for an APGD matrix, PGD-10 at the same eps). JSON-serialisable: {config, attack, rows, checks, sanity_images}.
+    chip, run on the first `sanity_images` images (they vary PGD: for an APGD matrix, PGD-10 at the same eps).
+    JSON-serialisable: {config, attack, rows, checks, sanity_images, and read_seed when given}.
     Resuming (a run takes about an hour on VGG8): `on_part` is called with {rows, checks} so far after each
     attacker and each sanity target; `done`, such a dict from an interrupted run of the same call, is not
-    computed again. The caller keeps the parts and checks that they come from the same call."""
+    computed again. The caller keeps the parts and checks that they come from the same call.
+    client, inputs: as for `threat_matrix`; each sanity target is a task too."""
     done = done or {"rows": [], "checks": {}}
     checks = dict(done["checks"])
 
@@ -176,33 +298,37 @@ def threat_report(software, config: CrossbarConfig, images, labels, attack: Atta
 
     rows = threat_matrix(software, config, images, labels, attack, victim_seeds=victim_seeds, eot_seeds=eot_seeds,
                          transfer_seed=transfer_seed, read_seed=read_seed, cache=cache, cache_dir=cache_dir,
-                         batch_size=batch_size, progress=progress, rows_done=done["rows"], on_rows=save_rows)
+                         batch_size=batch_size, progress=progress, rows_done=done["rows"], on_rows=save_rows,
+                         client=client, inputs=inputs)
     first = victim_seeds[0]
-    checked = attack if attack.attack == "pgd" else replace(attack, attack="pgd", steps=PGD_STEPS)
     targets = {"software": lambda: software,
                f"chip {first}": lambda: chip(software, config, first, read_seed=read_seed, cache=cache,
                                              cache_dir=cache_dir)}
-    for name, model in targets.items():
-        if name in checks:
-            continue
-        x = images[:sanity_images]
-        checks[name] = [c.as_dict() for c in sanity_checks(model(), x, labels[:sanity_images], checked,
-                                                           queries=queries, progress=progress,
-                                                           label=f"sanity checks [{name}]")]
+
+    def local(unit):
+        """The checks of sanity target unit[1], computed here."""
+        return _sanity(unit[1], targets[unit[1]](), images, labels, attack, unit[2], unit[3], progress)
+
+    setup = _setup(config, attack, victim_seeds, eot_seeds, transfer_seed, read_seed, cache, cache_dir, batch_size)
+    units = [("sanity", name, sanity_images, queries) for name in targets if name not in checks]
+    for unit, result, _ in _units(client, inputs, setup, units, local):
+        checks[unit[1]] = result
         save_rows(rows)
-    return {"config": config.as_dict(), "attack": attack.as_dict(), "rows": rows, "checks": checks,
-            "sanity_images": int(min(sanity_images, len(labels))),
+    return {"config": config.as_dict(), "attack": attack.as_dict(), "rows": rows,
+            "checks": {name: checks[name] for name in targets}, "sanity_images": int(min(sanity_images, len(labels))),
             **({"read_seed": read_seed} if read_seed is not None else {})}
 
 
 def run_recorded(software, meta: dict, images, labels, source: str, config: CrossbarConfig, attack: AttackConfig,
                  json_path, *, model: str, command: str, victim_seeds=CHIP_SEEDS, eot_seeds=EOT_SEEDS,
                  transfer_seed=TRANSFER_SEED, sanity_images: int = 100, queries: int = 300, read_seed=None,
-                 cache_dir=None, progress=no_progress, on_resume=None) -> dict:
+                 cache_dir=None, progress=no_progress, client=None, inputs: Inputs | None = None, on_resume=None,
+                 on_part=None) -> dict:
     """`threat_report` written to `json_path` with everything it depends on (the run key: model, data, images,
     weight hash, physics, attack, seeds, checks), `command`, wall time and versions. Finished parts are kept
-    in `<json_path>.partial` meanwhile (`nxbar.files.Partial`); a run stopped part-way resumes from them when
-    called again with the same key (`on_resume(done)` is told), and another run's partial file is refused."""
+    in `<json_path>.partial` meanwhile (`nxbar.files.Partial`), then `on_part(part)` is told; a run stopped
+    part-way resumes from them when called again with the same key (`on_resume(done)` is told), and another
+    run's partial file is refused. client, inputs: as for `threat_report`."""
     run_key = json.loads(json.dumps({  # everything the numbers depend on, as the partial file stores it
         "model": model, "data": source, "n_images": int(len(labels)), "npz_sha256": meta["npz_sha256"],
         "config": config.as_dict(), "attack": attack.as_dict(), "victims": list(victim_seeds),
@@ -212,10 +338,16 @@ def run_recorded(software, meta: dict, images, labels, source: str, config: Cros
     done = stopped.load()
     if done is not None and on_resume is not None:
         on_resume(done)
+
+    def keep(part):
+        stopped.keep(part)
+        if on_part is not None:
+            on_part(part)
+
     report = threat_report(software, config, images, labels, attack, victim_seeds=victim_seeds, eot_seeds=eot_seeds,
                            transfer_seed=transfer_seed, sanity_images=sanity_images, queries=queries,
-                           read_seed=read_seed, cache_dir=cache_dir, progress=progress, done=done,
-                           on_part=stopped.keep)
+                           read_seed=read_seed, cache_dir=cache_dir, progress=progress, done=done, on_part=keep,
+                           client=client, inputs=inputs)
     record = {"command": command, **report, **run_key, "wall_time_s": stopped.elapsed_s(),
               "versions": nxbar.versions()}
     atomic_write_text(json_path, json.dumps(record, indent=2))

@@ -3,6 +3,7 @@ see tools/make_embedded.py) or a path, whose format is detected."""
 
 from __future__ import annotations
 
+import dataclasses
 import tarfile
 import zipfile
 from pathlib import Path
@@ -11,7 +12,7 @@ import numpy as np
 
 from nxbar.data.archive import Files
 from nxbar.data.cifar import cifar_folder, load_cifar
-from nxbar.data.dataset import Dataset
+from nxbar.data.dataset import Dataset, match_classes
 from nxbar.data.image_folder import image_folder_root, read_image_folder
 from nxbar.data.tiny_imagenet import read_tiny_imagenet, tiny_imagenet_root
 
@@ -67,3 +68,19 @@ def load_dataset(spec: str = "embedded", split: str = "test") -> Dataset:
     if present:  # a tree split into parts, none of them the one asked for: never read it as one split
         raise ValueError(f"{path}: no split {split!r} in this image folder; it holds the splits {', '.join(present)}")
     return read_image_folder(files, None)
+
+
+def model_dataset(spec: str, split: str, n: int | None, model) -> Dataset:
+    """`load_dataset(spec, split)` with its classes in the order of `model.class_names`, its first n images (all
+    when n is None), checked against the model's input size."""
+    ds = match_classes(load_dataset(spec, split=split), model.class_names)
+    if n is not None:
+        if n < 1 or n > len(ds.labels):
+            raise ValueError(f"--n {n} is out of range: the data set {ds.source} has {len(ds.labels)} images")
+        ds = dataclasses.replace(ds, images=ds.images[:n], labels=ds.labels[:n], source=f"{ds.source}, first {n}")
+    if ds.images.shape[1] != model.input_size:
+        raise ValueError(
+            f"the data set {ds.source} has {ds.images.shape[1]}x{ds.images.shape[2]} images, "
+            f"the model expects {model.input_size}x{model.input_size}"
+        )
+    return ds

@@ -10,7 +10,8 @@ Files in the study's folder:
 - study.json: the design, images, weights, versions and wall time.
 Every cell is written whole when it finishes (its outcome file first, then its row), so a stopped run resumes
 with the cells that are missing. Every cell is a function of its key alone (`compute_attack_cell`,
-`compute_sweep_cell`), so a distributed runner can send each to a worker.
+`compute_sweep_cell`): given a Dask client (`nxbar.cluster`), the cells of each sweep round and all attack cells
+are tasks of its workers, and the driver writes each as it finishes.
 """
 
 from __future__ import annotations
@@ -20,11 +21,13 @@ import json
 import time
 import warnings
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
 import nxbar
+from nxbar import cluster
 from nxbar.crossbar.config import CrossbarConfig
 from nxbar.crossbar.mapped import map_model
 from nxbar.evaluation import MODES, count_correct, metrics
@@ -33,7 +36,8 @@ from nxbar.reproducibility import outcomes
 from nxbar.study.grid import Cell, fmt
 from nxbar.study.nonideality import (FULL, QUICK, SOFTWARE, SWEEP_COLUMNS, Design, attack_label, choose_points,
                                      sweep_grid, sweep_key)
-from nxbar.study.runner import Runner, find_weights
+from nxbar.study.progress import Progress
+from nxbar.study.runner import Runner, RunnerSpec, find_weights, on_worker
 from nxbar.weights import file_sha256, weight_paths
 
 ATTACK_KEY = ("model", "xbar", "mode", "chip_seed", "r_on_ohm", "r_off_ohm", "sigma", "parasitic_scale", "attack",
@@ -111,8 +115,9 @@ def attack_cells(design: Design, points: dict) -> list[AttackCell]:
     return cells
 
 
-def compute_sweep_cell(runner: Runner, model: str, size: int, sigma: float, scale: float, chip: int) -> dict:
-    """A sweep row: the clean accuracy and mean layer NF of `model` mapped at (size, sigma, s) on chip `chip`."""
+def compute_sweep_cell(runner: Runner, model: str, cell: tuple[int, float, float, int]) -> dict:
+    """A sweep row: the clean accuracy and mean layer NF of `model` mapped at cell = (size, sigma, s, chip)."""
+    size, sigma, scale, chip = cell
     net = runner.model(model)[0]
     config = CrossbarConfig(size=size, sigma=sigma, parasitic_scale=scale, seed=chip)
     mapped = map_model(net, config, cache_dir=runner.cache_dir)
@@ -121,9 +126,10 @@ def compute_sweep_cell(runner: Runner, model: str, size: int, sigma: float, scal
             "CA": fmt(metrics(n, correct)["CA"]), "nf": fmt(float(np.mean([r["nf"] for r in mapped.report])))}
 
 
-def compute_attack_cell(runner: Runner, cell: AttackCell, clean_memo: dict | None = None) -> dict[str, np.ndarray]:
-    """Per-image outcomes of an attack cell (`nxbar.reproducibility.outcomes`), adv_margin as float32."""
-    out = outcomes(runner, cell.cell, clean_memo)
+def compute_attack_cell(runner: Runner, cell: AttackCell) -> dict[str, np.ndarray]:
+    """Per-image outcomes of an attack cell (`nxbar.reproducibility.outcomes`; the runner keeps the clean margins
+    of the last network for the next cell on it), adv_margin as float32."""
+    out = outcomes(runner, cell.cell, runner.clean_margins)
     return {"clean_correct": out["clean_correct"], "adv_correct": out["adv_correct"],
             "adv_margin": out["adv_margin"].astype(np.float32)}
 
@@ -153,24 +159,6 @@ def load_outcomes(path: Path, cell: AttackCell | None = None) -> dict[str, np.nd
     return out
 
 
-class Progress:
-    """Progress over cells weighted by their cost (in forward-plus-gradient passes over the images), with an ETA."""
-
-    def __init__(self, total_cost: float, echo):
-        self.total, self.done, self.echo, self.t0 = total_cost, 0.0, echo, time.perf_counter()
-
-    def step(self, cost: float, i: int, n: int, text: str) -> None:
-        self.done += cost
-        elapsed = time.perf_counter() - self.t0
-        eta = elapsed / self.done * (self.total - self.done) if self.done else 0.0
-        self.echo(f"[{i}/{n}] {text} ({_hms(elapsed)} so far, ETA {_hms(eta)})")
-
-
-def _hms(seconds: float) -> str:
-    h, rest = divmod(int(seconds), 3600)
-    return f"{h}h{rest // 60:02d}m" if h else f"{rest // 60}m{rest % 60:02d}s"
-
-
 def cost(cell: AttackCell) -> float:
     """A cell's cost in forward-plus-gradient passes over the images (a forward pass counts 0.4; APGD makes one
     forward pass per step besides its gradient)."""
@@ -180,24 +168,29 @@ def cost(cell: AttackCell) -> float:
     return {"pgd": c.attack.steps + 0.4, "apgd": 1.4 * c.attack.steps + 0.4}.get(c.attack.attack, 1.4)
 
 
-def run_cells(runner: Runner, cells: list[AttackCell], csv_path: Path, echo, *, on_cell=None,
-              on_torn=None) -> list[dict]:
-    """Compute the `cells` that `csv_path` (ATTACK_COLUMNS) lacks on the runner's images, each written whole as
-    it finishes (its outcome file in `<csv folder>/outcomes/` first, then its row); a cell whose file was
-    written before its row is not computed again. Progress with an ETA through `echo`; `on_cell()` after each
+def run_cells(spec: RunnerSpec, runner: Runner, cells: list[AttackCell], csv_path: Path, echo, *, client=None,
+              on_cell=None, on_torn=None) -> list[dict]:
+    """Compute the `cells` that `csv_path` (ATTACK_COLUMNS) lacks on the images of `runner` (built from `spec`),
+    here or, with a dask `client`, on its workers; each cell is written whole as it finishes (its outcome file in
+    `<csv folder>/outcomes/` first, then its row). Progress with an ETA through `echo`; `on_cell()` after each
     cell. Returns all the CSV's rows."""
     outcomes_dir = csv_path.parent / "outcomes"
     outcomes_dir.mkdir(parents=True, exist_ok=True)
     with CsvLog(csv_path, ATTACK_COLUMNS, on_torn) as log:
         done = {tuple(r[k] for k in ATTACK_KEY) for r in log.rows}
         todo = [c for c in cells if c.key() not in done]
-        progress, memo = Progress(sum(cost(c) for c in todo), echo), {}
-        for i, cell in enumerate(todo):
-            path = outcomes_dir / cell.file_name()
-            out = load_outcomes(path, cell)
-            if out is None:
-                out = compute_attack_cell(runner, cell, memo)
-                save_outcomes(path, cell, out)
+        progress = Progress(sum(cost(c) for c in todo), echo)
+        # a cell whose file was written before its row is not computed again; on a cluster the SH cells go
+        # last: the SW cell leaves the PGD inputs they evaluate in the disk cache
+        stored = {c: load_outcomes(outcomes_dir / c.file_name(), c) for c in todo}
+        finished = cluster.each_result(
+            client, todo, {c: out for c, out in stored.items() if out is not None},
+            lambda c: cluster.task_key("nxbar-attack", spec, c.key()),
+            partial(compute_attack_cell, runner), partial(on_worker, compute_attack_cell, spec),
+            last=lambda c: c.cell.mode == "SH")
+        for i, (cell, out, computed) in enumerate(finished):
+            if computed:
+                save_outcomes(outcomes_dir / cell.file_name(), cell, out)
             row = log.append(attack_row(cell, out))
             progress.step(cost(cell), i + 1, len(todo), f"{cell.describe()}: CA {row['CA']}, AA {row['AA']}")
             if on_cell is not None:
@@ -206,18 +199,19 @@ def run_cells(runner: Runner, cells: list[AttackCell], csv_path: Path, echo, *, 
 
 
 class Study:
-    """One run of the study in `out` (its folder: `folder(out, design.quick)`). `echo(text)` prints progress;
+    """One run of the study in `out` (its folder: `folder(out, design.quick)`). `echo(text)` prints progress.
+    client: a dask.distributed Client (`nxbar.cluster.connect`) whose workers compute the cells, or None.
     `record_name`: the run's record in that folder (study.json; the adaptive attackers keep their own)."""
 
-    def __init__(self, out, design: Design, *, weights: dict | None = None, cache_dir=None, echo=print,
+    def __init__(self, out, design: Design, *, weights: dict | None = None, cache_dir=None, echo=print, client=None,
                  record_name: str = "study.json"):
         from nxbar.data.load import load_dataset
 
-        self.dir, self.design, self.echo = folder(out, design.quick), design, echo
+        self.dir, self.design, self.echo, self.client = folder(out, design.quick), design, echo, client
         ds = load_dataset("embedded")
-        n = design.n or len(ds.labels)
         self.paths = {design.model: find_weights(design.model, weights)}
-        self.runner = Runner(ds.images[:n], ds.labels[:n], self.paths, None, cache_dir)
+        self.spec = RunnerSpec.of(self.paths, design.n or len(ds.labels), None, cache_dir)
+        self.runner = self.spec.build()
         self.source, self.t0, self.record_path = ds.source, time.perf_counter(), self.dir / record_name
         self.dir.mkdir(parents=True, exist_ok=True)
         self._check_record()
@@ -234,7 +228,7 @@ class Study:
             if differ:
                 raise ValueError(f"{self.dir} holds a study with other {', '.join(differ)}; use another out folder "
                                  "or remove it")
-        self.record = {**fixed, "versions": nxbar.versions(),
+        self.record = {**fixed, "versions": nxbar.versions(), "engine": cluster.describe(self.client),
                        "wall_s_total": previous.get("wall_s_total", 0.0) if previous else 0.0}
         self._write_record()
 
@@ -260,8 +254,12 @@ class Study:
                 done = {tuple(r[c] for c in SWEEP_COLUMNS[:4]) for r in log.rows}
                 missing = [c for c in todo if sweep_key(*c) not in done]
                 progress = Progress(len(missing), self.echo)
-                for i, (size, sigma, scale, chip) in enumerate(missing):
-                    row = log.append(compute_sweep_cell(self.runner, d.model, size, sigma, scale, chip))
+                finished = cluster.each_result(
+                    self.client, missing, {}, lambda c: cluster.task_key("nxbar-sweep", self.spec, d.model, c),
+                    partial(compute_sweep_cell, self.runner, d.model),
+                    partial(on_worker, compute_sweep_cell, self.spec, d.model))
+                for i, ((size, sigma, scale, chip), result, _) in enumerate(finished):
+                    row = log.append(result)
                     progress.step(1, i + 1, len(missing), f"sweep {size}x{size} sigma {sigma:g} s {scale:g} chip "
                                                           f"{chip}: CA {row['CA']}, NF {float(row['nf']):.4f}")
                     self._write_record()
@@ -281,8 +279,9 @@ class Study:
 
     def attacks(self, points: dict) -> list[dict]:
         """Run the attack cells at `points` that attacks.csv lacks; return all its rows."""
-        return run_cells(self.runner, attack_cells(self.design, points), self.dir / "attacks.csv", self.echo,
-                         on_cell=self._write_record, on_torn=self._warn_torn("attacks.csv"))
+        return run_cells(self.spec, self.runner, attack_cells(self.design, points), self.dir / "attacks.csv",
+                         self.echo, client=self.client, on_cell=self._write_record,
+                         on_torn=self._warn_torn("attacks.csv"))
 
     def run(self, stop_after: str = "attacks") -> dict:
         """The study up to `stop_after` ("sweep" or "attacks"); returns the points record."""

@@ -5,7 +5,8 @@ by skipping the cells already there; `<out>/<NAME>.json` records the configurati
 and wall time. SW adversarial inputs are made once per attack setting and reused for every SH cell (PGD's are
 kept in the disk cache, for other experiments' SH cells too), FGSM's gradient signs once per network and reused
 for every eps; a cell that another experiment already stored (same key, images, base physics and weight file)
-is copied from it.
+is copied from it. Given a Dask client (`nxbar.cluster`), the cells are tasks that worker processes compute on
+a Runner they build from its `RunnerSpec`, and the driver writes each row as its task finishes.
 """
 
 from __future__ import annotations
@@ -14,11 +15,13 @@ import csv
 import json
 import time
 import warnings
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 
 import nxbar
 from nxbar import cache as disk_cache
+from nxbar import cluster
 from nxbar.crossbar.config import CrossbarConfig
 from nxbar.crossbar.mapped import map_model, random_tile_nf
 from nxbar.defences import InputDiscretization
@@ -49,6 +52,7 @@ class Runner:
         self.images, self.labels, self.weights = images, labels, weights
         self.base_physics, self.cache_dir = base_physics, cache_dir
         self.models, self.clean, self.signs, self.adv_sw, self.mapped = {}, {}, {}, (None, None), (None, None)
+        self.clean_margins = {}  # the clean margins of the last network evaluated (`nxbar.reproducibility.outcomes`)
 
     def model(self, name):
         """(VGG, weight-file meta) of model `name`."""
@@ -146,8 +150,45 @@ class Runner:
         return {**out, "adv_correct": aa, **metrics(n, ca, aa)}
 
 
+@dataclass(frozen=True)
+class RunnerSpec:
+    """A Runner as plain values, which a task carries to a worker process: the weight files ((model, path, sha256
+    of its .npz and its .json), ...), the first `n` embedded images, base physics ((field, value), ...), the
+    cache folder (None: the default of the process that builds the Runner, `nxbar.cache.cache_dir`) and the
+    OpenBLAS kernel of the process that made the spec (float32 results are the same bit for bit only on the same
+    kernel, `nxbar.reproducibility`)."""
+
+    weights: tuple
+    n: int
+    base_physics: tuple = ()
+    cache_dir: str | None = None
+    blas_kernel: str | None = None
+
+    @classmethod
+    def of(cls, paths: dict, n: int, base_physics: dict | None = None, cache_dir=None) -> RunnerSpec:
+        """The spec of the weight files {model: path} (hashed here), n images, base physics and cache folder."""
+        weights, kernel = cluster.pinned(paths)
+        return cls(weights, n, tuple(sorted((base_physics or {}).items())), cache_dir and str(cache_dir), kernel)
+
+    def build(self) -> Runner:
+        """The Runner on the first n embedded images, in a process that computes what the spec's maker would
+        (`nxbar.cluster.check_pinned`)."""
+        from nxbar.data.load import load_dataset
+
+        cluster.check_pinned(self.weights, self.blas_kernel)
+        ds = load_dataset("embedded")
+        paths = {m: Path(p) for m, p, _ in self.weights}
+        return Runner(ds.images[:self.n], ds.labels[:self.n], paths, dict(self.base_physics) or None, self.cache_dir)
+
+
+def on_worker(fn, spec: RunnerSpec, *args):
+    """fn(Runner of `spec`, *args) in this process: a cell as a Dask task. The process builds the Runner once
+    and keeps it, with its memos, for its next task of the same spec."""
+    return fn(cluster.kept(spec, spec.build), *args)
+
+
 def run(name: str, out: str | Path, *, quick: bool = False, n: int | None = None, weights: dict | None = None,
-        base_physics: dict | None = None, cache_dir=None, progress=None, draw=None) -> Path:
+        base_physics: dict | None = None, cache_dir=None, progress=None, draw=None, client=None) -> Path:
     """Compute the cells of experiment `name` not yet in `<out>/<NAME>.csv`; return the CSV path.
 
     quick: the smoke grid, stored as `<NAME>_quick.csv` (n defaults to QUICK_N instead of the 1,000 embedded
@@ -158,6 +199,8 @@ def run(name: str, out: str | Path, *, quick: bool = False, n: int | None = None
     Cells stored by another experiment in `out` are copied (`nxbar.study.results.stored_elsewhere`); resuming
     a CSV made on other images or with other weights than its json records is refused. A last CSV row that a
     stopped run left unfinished is dropped, with a warning, and its cell computed again.
+    client: a dask.distributed Client (`nxbar.cluster.connect`): the cells are its workers' tasks, the rows
+    written as they finish (copied cells first); the same rows as without it, in another order.
     """
     from nxbar.data.load import load_dataset
 
@@ -199,7 +242,7 @@ def run(name: str, out: str | Path, *, quick: bool = False, n: int | None = None
         "experiment": name, "description": EXPERIMENTS[name], "quick": quick, "finished": False,
         "data": {"source": ds.source, "n_images": n}, "dataset": DATASET,
         "base_physics": base_physics or {}, "crossbar_defaults": CrossbarConfig().as_dict(),
-        "cells": len(cells), "computed_this_run": 0, "copied_this_run": copied,
+        "cells": len(cells), "computed_this_run": 0, "copied_this_run": copied, "engine": cluster.describe(client),
         "weights": {m: {"path": str(weight_paths(p)[0]), "npz_sha256": hashes[m]} for m, p in paths.items()},
         "versions": nxbar.versions(),
     }
@@ -221,22 +264,31 @@ def run(name: str, out: str | Path, *, quick: bool = False, n: int | None = None
                 record["figure"] = f"not drawn: {err}"
         atomic_write_text(json_path, json.dumps(record, indent=2) + "\n")
 
-    runner = Runner(ds.images[:n], ds.labels[:n], paths, base_physics, cache_dir)
+    spec = RunnerSpec.of(paths, n, base_physics, cache_dir)
+    runner = spec.build()
+
+    def cell_key(cell) -> str:
+        """The cell's task name: the experiment, the runner's spec and the cell's key."""
+        return cluster.task_key(f"nxbar-{name}", spec, cell.key(base_physics))
+
+    # cells stored by another experiment are copied; on a cluster, the SH cells go last: the SW cell leaves the
+    # PGD inputs they evaluate in the disk cache
+    held = {c: elsewhere[c.key(base_physics)] for c in todo if c.key(base_physics) in elsewhere}
+    finished = cluster.each_result(client, todo, held, cell_key, runner.compute,
+                                   partial(on_worker, Runner.compute, spec), last=lambda c: c.mode == "SH")
     csv_path.parent.mkdir(parents=True, exist_ok=True)
     write_record(0, finished=False)
     with open(csv_path, "a", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=COLUMNS)
         if f.tell() == 0:  # a new or emptied file; one that a run stopped before its first row has its header
             writer.writeheader()
-        for i, cell in enumerate(todo):
-            key = cell.key(base_physics)
-            if key in elsewhere:
-                other, row = elsewhere[key]
-                row = {c: row.get(c, "") for c in COLUMNS}
-                copied[other] = copied.get(other, 0) + 1
+        for i, (cell, result, computed) in enumerate(finished):
+            if computed:
+                row = {**dict(zip(KEY_COLUMNS, cell.key(base_physics))), **{k: fmt(v) for k, v in result.items()}}
             else:
-                row = dict(zip(KEY_COLUMNS, key))
-                row.update({k: fmt(v) for k, v in runner.compute(cell).items()})
+                other, stored_row = result
+                row = {c: stored_row.get(c, "") for c in COLUMNS}
+                copied[other] = copied.get(other, 0) + 1
             writer.writerow(row)
             f.flush()
             write_record(i + 1, finished=False)
@@ -268,5 +320,4 @@ def cell_runner(name: str, row: dict, *, weights: dict | None = None, cache_dir=
     ds = load_dataset("embedded")
     n = n or (int(row["n"]) if row.get("n") else len(ds.labels))
     models = {} if cell.mode == "nf" and cell.layer == "tiles" else {cell.model, *models}
-    paths = {m: find_weights(m, weights) for m in models}
-    return cell, Runner(ds.images[:n], ds.labels[:n], paths, None, cache_dir)
+    return cell, RunnerSpec.of({m: find_weights(m, weights) for m in models}, n, None, cache_dir).build()
