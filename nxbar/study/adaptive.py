@@ -175,7 +175,7 @@ def run(out: str | Path, design: Adaptive, *, weights: dict | None = None, cache
                          command="nxbar adaptive", victim_seeds=design.victims, eot_seeds=design.eot_seeds,
                          sanity_images=design.sanity_images, queries=design.queries, cache_dir=cache_dir)
         made[path.name] = str(path)
-    run_cells(study.runner, apgd_cells(design, points), study_dir / "adaptive.csv", echo)
+    run_cells(study.spec, study.runner, apgd_cells(design, points), study_dir / "adaptive.csv", echo)
     made["adaptive.csv"] = str(study_dir / "adaptive.csv")
     stochastic = study_dir / "stochastic.json"
     if not stochastic.is_file():
