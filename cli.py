@@ -587,7 +587,7 @@ def threats(model, dataset, weights, data, split, n, size, attack, eps_text, ste
     with cluster.connect(scheduler, workers) as client:
         inputs = None if client is None else Inputs.of(weights or resolve_weights(model, dataset), data, split, n,
                                                        ds.images, ds.labels)
-        resumed, on_part = _threat_progress(client)
+        resumed, on_part = _threat_progress(client, json_path)
         options = {"victim_seeds": seeds["--victims"], "eot_seeds": seeds["--eot"], "transfer_seed": transfer_seed,
                    "sanity_images": sanity_images, "queries": queries, "read_seed": read_seed, "progress": _bar,
                    "client": client, "inputs": inputs}
@@ -603,10 +603,10 @@ def threats(model, dataset, weights, data, split, n, size, attack, eps_text, ste
         click.echo(f"wrote {json_path}")
 
 
-def _threat_progress(client):
-    """(on_resume, on_part) of a threat report: on_resume(done) says what a resumed run found; on a cluster (whose
-    workers show no progress bars) on_part(part) prints a line per finished attacker or sanity target, with an
-    ETA."""
+def _threat_progress(client, json_path=None):
+    """(on_resume, on_part) of a threat report: on_resume(done) says what a resumed run found in
+    `<json_path>.partial`; on a cluster (whose workers show no progress bars) on_part(part) prints a line per
+    finished attacker or sanity target, with an ETA."""
     from nxbar.study.progress import Progress
     from nxbar.threats import ATTACKERS
 
@@ -615,8 +615,8 @@ def _threat_progress(client):
     def on_resume(done: dict) -> None:
         before[0] = len(done["rows"]) // 2 + len(done["checks"])
         bar.total -= before[0]
-        click.echo(f"resuming: {len(done['rows']) // 2} attacker(s) and {len(done['checks'])} sanity target(s) "
-                   "done", err=True)
+        click.echo(f"resuming from {json_path}.partial: {len(done['rows']) // 2} attacker(s) and "
+                   f"{len(done['checks'])} sanity target(s) done", err=True)
 
     def on_part(part: dict) -> None:
         if client is not None:
