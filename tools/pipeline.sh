@@ -61,6 +61,8 @@ reproduce fig10 fig8a fig4 fig5 fig8b fig6
 # the robustness study (docs/protocol.md section 12), resumable cell by cell; its study.json says when it finished
 python3 -c 'import json, sys; sys.exit(0 if json.load(open(sys.argv[1])).get("finished") else 1)' \
     reference_results/robustness/study.json 2>/dev/null || step python3 cli.py robustness
+# the adaptive and stochastic attackers at the study's points (docs/protocol.md section 13), resumable
+[[ -f reference_results/robustness/stochastic.json ]] || step python3 cli.py adaptive
 step python3 cli.py reproduce --figures
 step python3 cli.py reproduce --report
 echo "== $(date -u +%FT%TZ) pipeline finished"
