@@ -217,14 +217,18 @@ class Study:
         self._check_record()
 
     def _check_record(self) -> None:
-        """Refuse to resume a study made on other images, weights or design; write the record."""
+        """Refuse to resume a study made on other images, weights or design; write the record. A weight file is
+        recorded by its file name and sha256 (the hash is what is compared), so a checkout moved to another folder
+        resumes its study."""
         path = self.record_path
         fixed = {"design": self.design.as_dict(), "n_images": len(self.runner.labels), "data": self.source,
-                 "weights": {m: {"path": str(weight_paths(p)[0]), "npz_sha256": file_sha256(weight_paths(p)[0])}
+                 "weights": {m: {"path": weight_paths(p)[0].name, "npz_sha256": file_sha256(weight_paths(p)[0])}
                              for m, p in self.paths.items()}}
         previous = json.loads(path.read_text()) if path.is_file() else None
         if previous is not None:
-            differ = [k for k in fixed if previous.get(k) != json.loads(json.dumps(fixed[k]))]
+            stored = {**previous, "weights": {m: w["npz_sha256"] for m, w in previous.get("weights", {}).items()}}
+            now = {**fixed, "weights": {m: w["npz_sha256"] for m, w in fixed["weights"].items()}}
+            differ = [k for k in now if stored.get(k) != json.loads(json.dumps(now[k]))]
             if differ:
                 raise ValueError(f"{self.dir} holds a study with other {', '.join(differ)}; use another out folder "
                                  "or remove it")
