@@ -148,9 +148,8 @@ def _outcome(cell: dict, view: str) -> np.ndarray:
 def _compare(label: str, ours: dict, other: dict, view: str) -> dict:
     """One paired comparison of two stochastic variants in `view` (AA or AL): diff, CI, McNemar p."""
     d = (_outcome(ours, view) - _outcome(other, view))[None]
-    lo, hi = stats.bootstrap_ci(d)
-    return {"comparison": label, "view": view, "diff": stats.effect_pp(d), "ci_low": lo, "ci_high": hi,
-            "p_mcnemar": stats.paired_p(d)}
+    diff, (lo, hi), p = stats.paired_summary(d)
+    return {"comparison": label, "view": view, "diff": diff, "ci_low": lo, "ci_high": hi, "p_mcnemar": p}
 
 
 def run(out: str | Path, design: Adaptive, *, weights: dict | None = None, cache_dir=None, echo=print) -> dict:

@@ -12,16 +12,11 @@ from nxbar.reproducibility import from_bits
 from nxbar.study import stats
 from nxbar.study.adaptive import Adaptive, threat_files
 from nxbar.study.nonideality import attack_label
-from nxbar.study.results import read_rows
+from nxbar.study.results import markdown_table, read_rows
 from nxbar.study.robustness import folder, load_outcomes
 from nxbar.threats import KNOWS
 
 ATTACKER_MODE = {"software": "SH", "white-box": "HH"}
-
-
-def _md(header, body) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return "\n".join(lines + ["| " + " | ".join(map(str, row)) + " |" for row in body])
 
 
 def _ci(diff, lo, hi) -> str:
@@ -39,9 +34,8 @@ def threat_gains(report: dict) -> list[dict]:
         if victim == "chips":
             adv = np.stack([from_bits(p["outcomes"]["adv_correct"]) for p in r["per_seed"]]).astype(np.int8)
             d = adv - sw[None]
-            lo, hi = stats.bootstrap_ci(d)
-            out.append({"attacker": attacker, "AA": r["AA"], "diff": stats.effect_pp(d), "ci": (lo, hi),
-                        "p": stats.paired_p(d)})
+            diff, ci, p = stats.paired_summary(d)
+            out.append({"attacker": attacker, "AA": r["AA"], "diff": diff, "ci": ci, "p": p})
     for g, p in zip(out, stats.holm([g["p"] for g in out])):
         g["p_holm"], g["verdict"] = float(p), stats.verdict(g["diff"], g["ci"], p, 1)
     return out
@@ -68,7 +62,7 @@ def _threat_lines(path: Path, names: tuple, size: int) -> list[str]:
             f"eps {a['eps'] * 255:g}/255, {report['n_images']} images, victim chips "
             f"{', '.join(map(str, report['victims']))}; sanity checks {sum(c['passed'] for c in checks)}/"
             f"{len(checks)} pass. {verdict}", "",
-            _md(["attacker", "knows", "AA chips (%)", "AA gained over SW (pp, 95% CI)", "verdict"], body), ""]
+            markdown_table(["attacker", "knows", "AA chips (%)", "AA gained over SW (pp, 95% CI)", "verdict"], body), ""]
 
 
 def _apgd_lines(study_dir: Path, design: Adaptive) -> list[str]:
@@ -87,13 +81,13 @@ def _apgd_lines(study_dir: Path, design: Adaptive) -> list[str]:
         a = load_outcomes(study_dir / "outcomes" / r["outcomes"])["adv_correct"]
         b = load_outcomes(study_dir / "outcomes" / other["outcomes"])["adv_correct"][: len(a)]
         d = (a.astype(np.int8) - b.astype(np.int8))[None]
-        lo, hi = stats.bootstrap_ci(d)
+        diff, ci, _ = stats.paired_summary(d)
         body.append([r["mode"], r["xbar"], r["chip_seed"] or "-", f"{100 * b.mean():.1f}", f"{100 * a.mean():.1f}",
-                     _ci(stats.effect_pp(d), lo, hi)])
+                     _ci(diff, *ci)])
     pgd_label = f"PGD-{steps}"
     return [f"{attack_label(design.apgd)} beside the robustness study's {pgd_label} from the same start (first "
             f"{design.n} images; AA in %):", "",
-            _md(["mode", "xbar", "chip", f"AA {pgd_label}", f"AA {attack_label(design.apgd)}",
+            markdown_table(["mode", "xbar", "chip", f"AA {pgd_label}", f"AA {attack_label(design.apgd)}",
                  f"APGD - {pgd_label} (pp, CI)"], body), ""]
 
 
@@ -114,8 +108,8 @@ def _stochastic_lines(path: Path) -> list[str]:
     return [f"Stochastic hardware ({cfg['size']}x{cfg['size']}, {rec['point']} point, sigma {cfg['sigma']:g} drawn "
             f"afresh at every read, PGD-{a['steps']} eps {a['eps'] * 255:g}/255, {rec['n']} images): C4's direction "
             f"(HH weaker than SH) {weaker}. Against SH with EOT: {after}.", "",
-            _md(["variant", "CA (%)", "AA (%)"], body), "",
-            _md(["comparison", "view", "diff (pp, 95% CI)", "p Holm", "verdict (claimed: HH weaker)"], comp), ""]
+            markdown_table(["variant", "CA (%)", "AA (%)"], body), "",
+            markdown_table(["comparison", "view", "diff (pp, 95% CI)", "p Holm", "verdict (claimed: HH weaker)"], comp), ""]
 
 
 def section(out: str | Path, design: Adaptive) -> list[str]:

@@ -22,7 +22,7 @@ from nxbar.study import adaptive_report, robustness_report
 from nxbar.study.adaptive import FULL_ADAPTIVE
 from nxbar.study.grid import DATASET, EXPERIMENTS, experiment_cells
 from nxbar.study.nonideality import FULL
-from nxbar.study.results import (group_values, load_results, load_threats, paper_table, series_values,
+from nxbar.study.results import (group_values, load_results, load_threats, markdown_table, paper_table, series_values,
                                  setting_label, timed_cells)
 from nxbar.threats import KNOWS, robustness
 from nxbar.weights import shipped_weights_dir
@@ -32,12 +32,6 @@ def _stat(values: list[float]) -> str:
     if len(values) == 1:
         return f"{values[0]:.2f}"
     return f"{np.mean(values):.2f} ± {np.std(values, ddof=1):.2f} ({len(values)} chips)"
-
-
-def _markdown(header: list[str], body: list[list[str]]) -> str:
-    """A markdown table."""
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in body])
 
 
 def _attack_table(rows: list[dict], paper: dict) -> str:
@@ -59,7 +53,7 @@ def _attack_table(rows: list[dict], paper: dict) -> str:
             body.append([g.model, g.physics or "-", g.input or "-", g.setting, g.mode, *cells])
         note = " (ours / paper)" if paper else ""
         out.append(f"{attack.upper()}: AL in percentage points, eps in {space} units{note}:\n\n"
-                   + _markdown(["model", "physics", "input", "setting", "mode", *cols], body))
+                   + markdown_table(["model", "physics", "input", "setting", "mode", *cols], body))
     return "\n\n".join(out)
 
 
@@ -67,7 +61,7 @@ def _clean_table(rows: list[dict]) -> str:
     ca = group_values(rows, lambda r: (r["model"], setting_label(r)), "CA")
     cols = list(dict.fromkeys(s for _, s in ca))
     body = [[m, *[_stat(ca[(m, c)]) if (m, c) in ca else "-" for c in cols]] for m in dict.fromkeys(m for m, _ in ca)]
-    return "Clean accuracy CA in percent:\n\n" + _markdown(["model", *cols], body)
+    return "Clean accuracy CA in percent:\n\n" + markdown_table(["model", *cols], body)
 
 
 def _nf_table(rows: list[dict]) -> str:
@@ -76,7 +70,7 @@ def _nf_table(rows: list[dict]) -> str:
     nf = {(r["layer"], r["xbar"]): float(r["nf"]) for r in rows}
     body = [[layer, *[f"{nf[(layer, s)]:.4f}" if (layer, s) in nf else "-" for s in sizes]] for layer in layers]
     return ("NF (docs/protocol.md section 3); layer 'tiles' = 64 random tiles:\n\n"
-            + _markdown(["layer", *[f"xbar{s}" for s in sizes]], body))
+            + markdown_table(["layer", *[f"xbar{s}" for s in sizes]], body))
 
 
 def _sanity_summary(threats: dict[str, dict]) -> str:
@@ -113,7 +107,7 @@ def _threats_section(threats: dict[str, dict]) -> list[str]:
                  f"{r['AL']:.2f} ± {r['AL_std']:.2f}", f"{r['gap_pp']:+.2f}", f"{r['ca_lost_pp']:+.2f}",
                  f"{r['aa_kept_pp']:+.2f} (noise {r['noise_pp']:.2f})", "yes" if r["survives"] else "no"]
                 for r in left]
-        lines += [_markdown(["attacker", "knows", "AL software", "AL chips", "gap to SW (pp)", "of it CA lost",
+        lines += [markdown_table(["attacker", "knows", "AL software", "AL chips", "gap to SW (pp)", "of it CA lost",
                              "of it AA kept", "survives"], body), ""]
         by = {r["attacker"]: r for r in left}
         strongest = max(left, key=lambda r: r["AL"])
@@ -132,7 +126,7 @@ def _threats_section(threats: dict[str, dict]) -> list[str]:
         body = [[target, c["name"], "pass" if c["passed"] else "FAIL", describe(c)]
                 for target, checks in rep["checks"].items() for c in checks]
         lines += [f"Sanity checks (first {rep['sanity_images']} images):", "",
-                  _markdown(["target", "check", "verdict", "numbers"], body), ""]
+                  markdown_table(["target", "check", "verdict", "numbers"], body), ""]
     return lines
 
 
@@ -157,7 +151,7 @@ def _networks_section(weights_dir: Path) -> list[str]:
     body = [[stem, r.get("model", r["arch"]), str(r["training"]["epochs"]), f"{r['training']['final_train_loss']:.4f}",
              _percent_of(r, "embedded_lossless_test"), _percent_of(r, "jpeg_test")] for stem, r in records.items()]
     lines += ["Clean accuracy in percent, measured by nxbar's engine at export (the weight file's json):", "",
-              _markdown(["weight file", "model", "epochs", "final training loss", "1,000 embedded lossless test",
+              markdown_table(["weight file", "model", "epochs", "final training loss", "1,000 embedded lossless test",
                          "10,000 JPEG test"], body), ""]
     for stem, r in records.items():
         plan = r.get("quanos")
@@ -170,7 +164,7 @@ def _networks_section(weights_dir: Path) -> list[str]:
         lines += [f"{stem} (QUANOS, docs/protocol.md section 6.2): ANS under {a['attack'].upper()} eps {a['eps']:g} "
                   f"on the {_file_names(plan['ans_images'])}, measured on "
                   f"`{_file_names(plan['from']['weights'])}`. {' '.join(plan['rule'].split())}", "",
-                  _markdown(["layer", "ANS", "bits"], per_layer), "",
+                  markdown_table(["layer", "ANS", "bits"], per_layer), "",
                   f"Clean accuracy on the 1,000 embedded images: {100 * ours:.2f}% against {100 * full:.2f}% in "
                   f"full precision ({100 * (ours - full):+.2f} pp).", ""]
     return lines
@@ -190,7 +184,7 @@ def _main_command_section(out: Path) -> list[str]:
                   f"{_file_names(r['data']['source'])}; wall time {t['total_s']:.0f} s "
                   f"(mapping {t.get('map_s', 0):.0f} s, attacks and evaluation {t['attack_s']:.0f} s), "
                   f"nxbar {r['versions'].get('nxbar', '?')}.", "",
-                  _markdown(["mode", "eps", *METRICS], body), ""]
+                  markdown_table(["mode", "eps", *METRICS], body), ""]
     return lines
 
 
@@ -271,7 +265,7 @@ def write_report(out: str | Path, *, weights_dir: str | Path | None = None) -> P
     in_aa, saturated = verdicts_in_aa(results), saturated_failures(results)
     body = [[claim, CLAIMS[claim][0], verdict, text, in_aa.get(claim, "-"), _saturated_text(saturated.get(claim))]
             for claim, (verdict, text) in verdicts(results).items()]
-    lines += [_markdown(["claim", "statement", "verdict", "numbers", "same comparisons in AA",
+    lines += [markdown_table(["claim", "statement", "verdict", "numbers", "same comparisons in AA",
                          f"failures with AA <= {SATURATED_AA_PCT:g}% on both sides"], body), "",
               "AL = CA - AA, so a lower AL can come from a lower clean accuracy alone, which is no robustness. The "
               "fifth column makes each claim's AL comparisons on 100 - AA instead (the AL at 100% clean accuracy): "

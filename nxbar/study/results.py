@@ -145,3 +145,9 @@ def series_key(r: dict) -> SeriesKey:
 def series_values(rows: list[dict], value: str) -> dict[SeriesKey, list[float]]:
     """{series key: [value per chip seed]}."""
     return group_values(rows, series_key, value)
+
+
+def markdown_table(header: list[str], body: list[list]) -> str:
+    """A markdown table (cells written with str())."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(map(str, row)) + " |" for row in body])

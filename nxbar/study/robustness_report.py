@@ -12,7 +12,7 @@ from nxbar.files import atomic_write_text
 from nxbar.study import stats
 from nxbar.study.claims import C6_TOLERANCE_PP
 from nxbar.study.nonideality import SOFTWARE, Design, attack_label
-from nxbar.study.results import read_rows
+from nxbar.study.results import markdown_table, read_rows
 from nxbar.study.robustness import attack_cells, folder
 from nxbar.study.verdicts import POINTS, VERDICT_COLUMNS, claim_verdicts, load_sides, verdict_rows
 
@@ -57,11 +57,6 @@ def finish(out: str | Path, design: Design, *, paper_dir: str | Path | None = No
     except ImportError as err:
         made["figures"] = f"not drawn: {err}"
     return made
-
-
-def _md(header, body) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return "\n".join(lines + ["| " + " | ".join(map(str, row)) + " |" for row in body])
 
 
 def _ci(r: dict) -> str:
@@ -145,7 +140,7 @@ def section(out: str | Path, design: Design) -> list[str]:
                 strict = [r for r in vrows if r["claim"] == claim and r["point"] == point]
                 body.append([claim, text, point, "; ".join(cells),
                              f"{sum(r['strict'] == 'holds' for r in strict)}/{len(strict)}"])
-    lines += [_md(["claim", "statement", "point", "verdict per view", "old strict comparison holds"], body), ""]
+    lines += [markdown_table(["claim", "statement", "point", "verdict per view", "old strict comparison holds"], body), ""]
     lines += _attack_table(attacks, design)
     if (d / "frontier.png").is_file():
         lines += [f"![frontier]({name}/frontier.png)", ""]
@@ -174,7 +169,7 @@ def _sweep_table(rows: list[dict], design: Design) -> list[str]:
                 row.append(f"{ca.mean():.1f}{spread} (NF {nf.mean():.3f})")
         body.append(row)
     return ["Sweep: clean accuracy in percent, chip mean ± sample std (mean layer NF):", "",
-            _md(["sigma", "s", *[f"{s}x{s}" for s in design.sizes]], body), ""]
+            markdown_table(["sigma", "s", *[f"{s}x{s}" for s in design.sizes]], body), ""]
 
 
 def _attack_table(rows: list[dict], design: Design) -> list[str]:
@@ -193,4 +188,4 @@ def _attack_table(rows: list[dict], design: Design) -> list[str]:
             v = values.get((point, xbar, mode, *a))
             row.append(f"{np.mean(v):.1f}" if v else "-")
         body.append(row)
-    return ["AA in percent, chip mean:", "", _md(["point", "xbar", "mode", *labels.values()], body), ""]
+    return ["AA in percent, chip mean:", "", markdown_table(["point", "xbar", "mode", *labels.values()], body), ""]

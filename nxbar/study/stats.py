@@ -45,6 +45,13 @@ def bootstrap_ci(d: np.ndarray, *, resamples: int = RESAMPLES, seed: int = SEED,
     return float(lo), float(hi)
 
 
+def paired_summary(d: np.ndarray, *, resamples: int = RESAMPLES) -> tuple[float, tuple[float, float], float]:
+    """(effect in pp, its 95% CI, McNemar's exact p) of a comparison d (chips, images): `effect_pp`,
+    `bootstrap_ci`, `paired_p`."""
+    d = np.atleast_2d(d)
+    return effect_pp(d), bootstrap_ci(d, resamples=resamples), paired_p(d)
+
+
 def mcnemar_exact(ours_only: int, other_only: int) -> float:
     """McNemar's exact test (two-sided): among the pairs where the two sides disagree, `ours_only` favour our
     side and `other_only` the other; under no difference each is Binomial(ours_only + other_only, 1/2).

@@ -133,8 +133,8 @@ def verdict_rows(design: Design, sides: dict[tuple, Side], *, resamples: int = s
     rows = []
     for c in found:
         d = difference(sides[c.ours], sides[c.other], c.view)
-        rows.append({"comparison": c, "d": d, "diff": stats.effect_pp(d), "ci": stats.bootstrap_ci(d, resamples=resamples),
-                     "p": stats.paired_p(d)})
+        diff, ci, p = stats.paired_summary(d, resamples=resamples)
+        rows.append({"comparison": c, "d": d, "diff": diff, "ci": ci, "p": p})
     families: dict[tuple, list[int]] = {}
     for i, r in enumerate(rows):
         c = r["comparison"]
