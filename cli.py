@@ -653,6 +653,10 @@ def cache_clear():
               help="pixel: [0, 1] image units; normalized: units of the normalised input (pixel budget eps*std).")
 @pgd_options
 @click.option("--no-random-start", is_flag=True, help="Start PGD at the clean image.")
+@click.option("--early-stop", is_flag=True,
+              help="PGD only: stop attacking an image once it is misclassified and keep that adversarial image "
+                   "(as AutoAttack does). Faster; AA can only be lower or equal; recorded in --json. "
+                   "[default: off, every image gets every step]")
 @click.option("--modes", default=",".join(MODES).lower(), show_default=True,
               help="Any of sw, sh, hh, comma-separated.")
 @click.option("--input-bits", type=int, default=None,
@@ -669,7 +673,7 @@ def cache_clear():
               help="Write results, full configuration, weight hash, versions and timings here.")
 @_fail_cleanly
 def evaluate(model, dataset, weights, data, split, n, size, attack, eps_text, eps_space, steps, alpha_text,
-             no_random_start, attack_seed, read_seed, modes, input_bits, no_cache, batch_size, sanity_images, queries,
+             no_random_start, early_stop, attack_seed, read_seed, modes, input_bits, no_cache, batch_size, sanity_images, queries,
              json_path, **physics):
     """Attack in the SW, SH and HH modes and print CA, AA and AL (docs/protocol.md sections 5 and 7)."""
     import json
@@ -691,7 +695,8 @@ def evaluate(model, dataset, weights, data, split, n, size, attack, eps_text, ep
     eps_list = [parse_fraction(t, "eps") for t in (eps_text or ("0.1" if attack == "fgsm" else "8/255")).split(",")]
     alpha, steps = parse_fraction(alpha_text, "alpha"), _steps(attack, steps)
     attacks = [AttackConfig(attack=attack, eps=e, eps_space=eps_space, steps=steps, alpha=alpha,
-                            random_start=not no_random_start, seed=attack_seed) for e in eps_list]
+                            random_start=not no_random_start, seed=attack_seed, early_stop=early_stop)
+               for e in eps_list]
     if sanity_images and attack != "pgd":
         raise ValueError(f"--sanity-images {sanity_images} needs --attack pgd (the checks vary PGD), "
                          f"got --attack {attack}")
@@ -705,7 +710,8 @@ def evaluate(model, dataset, weights, data, split, n, size, attack, eps_text, ep
     timings = {"load_s": load_s, **result.timings, "total_s": time.perf_counter() - t0}
 
     start = 'no random start' if no_random_start else f'random start seed {attack_seed}'
-    attack_desc = attack.upper() + (f", {steps} steps, alpha {alpha_text}, {start}" if attack == "pgd" else
+    attack_desc = attack.upper() + (f", {steps} steps, alpha {alpha_text}, {start}"
+                                    + (", early stop" if early_stop else "") if attack == "pgd" else
                                     f", {steps} steps, {start}" if attack == "apgd" else "")
     click.echo(f"{meta.get('model', net.arch)} ({meta['dataset']}) on {ds.source}, {len(ds.labels)} images; {attack_desc}; eps in {eps_space} units")
     if result.defence is not None:

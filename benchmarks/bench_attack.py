@@ -3,7 +3,9 @@
 
 VGG8 with random He-scaled weights (the cost does not depend on the values), 32x32 images, L-infinity PGD with
 eps 8/255, alpha 2/255, random start. Images per second of the whole attack; NumPy and PyTorch runs interleaved,
-best of --repeats. Target (README, 'Status and measured speed'): NumPy >= 0.7x PyTorch.
+best of --repeats; each also as a share of the machine's float32 GEMM rate measured in the same run (nominal
+flops: 2 matrix-product passes per step, benchmarks/rates.py). Target (README, 'Status and measured speed'):
+NumPy >= 1.2x PyTorch.
 
     python3 -m benchmarks.bench_attack [--batch 128] [--steps 10] [--repeats 3]     (from the repository root)
 """
@@ -16,6 +18,7 @@ import time
 import numpy as np
 import torch
 
+from benchmarks.rates import gemm_gflops, vgg_gflops
 from nxbar.attacks import PGD_ALPHA, pgd
 from nxbar.models.vgg import VGG, random_params
 from tools.train_export import CIFAR10_MEAN, CIFAR10_STD, from_nxbar
@@ -65,10 +68,13 @@ def main() -> None:
             t = time.perf_counter()
             fn()
             best[name] = max(best[name], args.batch / (time.perf_counter() - t))
+    gemm = gemm_gflops()
     print(f"PGD on VGG8, 32x32, batch {args.batch}, {args.steps} steps, best of {args.repeats}, "
-          f"torch {torch.__version__} with {torch.get_num_threads()} threads")
-    print(f"numpy {best['numpy']:.1f} img/s   torch {best['torch']:.1f} img/s   "
-          f"ratio numpy/torch {best['numpy'] / best['torch']:.2f}")
+          f"torch {torch.__version__} with {torch.get_num_threads()} threads; "
+          f"float32 GEMM (NumPy, 2048x2048) {gemm:.0f} GFLOP/s")
+    share = {k: vgg_gflops(r, 2 * args.steps) / gemm for k, r in best.items()}
+    print(f"numpy {best['numpy']:.1f} img/s ({share['numpy']:.0%} of GEMM)   torch {best['torch']:.1f} img/s "
+          f"({share['torch']:.0%} of GEMM)   ratio numpy/torch {best['numpy'] / best['torch']:.2f}")
 
 
 if __name__ == "__main__":

@@ -2,8 +2,10 @@
 
 VGG8, random weights, batch 128 of 32x32 images: images/s for the forward pass (logits) and for
 forward + input gradient (what an attack step costs). Each measurement is the best of several
-repeats, NumPy and PyTorch interleaved, so a shared machine penalises both alike.
-Target (README, 'Status and measured speed'): NumPy >= 0.7x PyTorch.
+repeats, NumPy and PyTorch interleaved, so a shared machine penalises both alike. Beside the ratio to PyTorch it
+prints each engine's nominal GFLOP/s (2 flops per multiply-add of the matrix-product form) as a share of the
+machine's float32 GEMM rate measured in the same run (benchmarks/rates.py).
+Targets (README, 'Status and measured speed'): NumPy >= 1.2x PyTorch and >= 65% of the GEMM rate.
 
     python3 -m benchmarks.bench_engine [--batch 128] [--repeats 5]      (from the repository root)
 """
@@ -15,6 +17,7 @@ import time
 
 import numpy as np
 
+from benchmarks.rates import gemm_gflops, vgg_gflops
 from nxbar.models.vgg import VGG, random_params
 
 MEAN, STD = (0.4914, 0.4822, 0.4465), (0.247, 0.2435, 0.2616)
@@ -61,17 +64,23 @@ def main() -> None:
 
         torch_runs = {"forward": torch_forward, "forward+input grad": torch_grad}
         torch_forward(), torch_grad()  # warm-up
+    gemm = gemm_gflops()
     print(f"VGG8, 32x32, batch {args.batch}, best of {args.repeats}" +
           (f", torch {torch.__version__} with {torch.get_num_threads()} threads" if torch else ", torch not installed"))
+    print(f"float32 GEMM (NumPy, 2048x2048): {gemm:.0f} GFLOP/s")
+    passes = {"forward": 1, "forward+input grad": 2}
     for name, fn in runs.items():
         rates_np, rates_t = [], []
         for _ in range(args.repeats):  # interleave so background load hits both
             rates_np.append(rate(fn, args.batch))
             if torch is not None:
                 rates_t.append(rate(torch_runs[name], args.batch))
-        line = f"{name:20s} numpy {max(rates_np):7.1f} img/s"
+        def share(r):
+            return f"{r:7.1f} img/s ({vgg_gflops(r, passes[name]) / gemm:4.0%} of GEMM)"
+
+        line = f"{name:20s} numpy {share(max(rates_np))}"
         if torch is not None:
-            line += f"   torch {max(rates_t):7.1f} img/s   ratio numpy/torch {max(rates_np) / max(rates_t):.2f}"
+            line += f"   torch {share(max(rates_t))}   ratio numpy/torch {max(rates_np) / max(rates_t):.2f}"
         print(line)
 
 

@@ -5,7 +5,7 @@ Non-idealities in Memristive Crossbars for Adversarial Robustness in Neural
 Networks" (arXiv 2008.11298). See docs/protocol.md and docs/physics.md.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 
 def versions() -> dict:

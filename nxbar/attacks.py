@@ -81,13 +81,16 @@ def fgsm_step(x: np.ndarray, grad_sign: np.ndarray, eps) -> np.ndarray:
 
 
 def pgd(model, x, y, eps, *, steps: int = PGD_STEPS, alpha=PGD_ALPHA, random_start: bool = PGD_RANDOM_START,
-        rng=None) -> np.ndarray:
+        rng=None, early_stop: bool = False) -> np.ndarray:
     """Projected Gradient Descent, L-infinity (Madry et al. 2018).
 
     x_0 = P(x + u), u ~ U(-eps, eps) per pixel (x_0 = x without random start);
     x_{t+1} = P(x_t + alpha sign(grad_x L(x_t, y))),  t = 0 .. steps-1,
     P = projection onto {|x' - x|_inf <= eps} and [0, 1] (`project`).
     `rng` (numpy Generator) draws the random start; pass a seeded one for reproducible results.
+    early_stop (opt-in, as AutoAttack does): before each step, an image that `model` already misclassifies at
+    x_t keeps x_t and is attacked no further. Its trajectory is the full attack's up to there, so every image
+    that survives early stopping survives the full attack: AA with early stop <= AA without.
     """
     if not (isinstance(steps, (int, np.integer)) and steps >= 1):
         raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
@@ -100,9 +103,15 @@ def pgd(model, x, y, eps, *, steps: int = PGD_STEPS, alpha=PGD_ALPHA, random_sta
         x_adv = project(x + noise, x, eps)
     else:
         x_adv = x.copy()
+    active = np.arange(len(x))  # the images still attacked
     for _ in range(steps):
-        _, grad = model.loss_and_input_grad(x_adv, y)
-        x_adv = project(x_adv + alpha * np.sign(grad), x, eps)
+        if early_stop:
+            active = active[model.predict(x_adv[active]) == y[active]]
+            if not len(active):
+                break
+        xa, x0 = x_adv[active], x[active]
+        _, grad = model.loss_and_input_grad(xa, y[active])
+        x_adv[active] = project(xa + alpha * np.sign(grad), x0, eps)
     return x_adv.astype(x.dtype, copy=False)
 
 

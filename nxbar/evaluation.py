@@ -27,7 +27,9 @@ CHIP_SEEDS = (0, 1, 2)  # the chips a hardware result is averaged over (docs/pro
 class AttackConfig:
     """One attack setting. eps and alpha are in `eps_space` units (pixel: [0, 1] images; normalized: the
     model's normalised input, so the pixel budget of channel c is eps * std_c). seed seeds the random start of
-    PGD and APGD; steps is either's number of gradient steps; APGD sets its own step sizes (alpha unused)."""
+    PGD and APGD; steps is either's number of gradient steps; APGD sets its own step sizes (alpha unused).
+    early_stop (PGD only, opt-in): stop attacking an image once it is misclassified (`attacks.pgd`); it changes
+    what AA measures, so as_dict records it when it is on."""
 
     attack: str = "pgd"
     eps: float = 8 / 255
@@ -36,6 +38,7 @@ class AttackConfig:
     alpha: float = PGD_ALPHA
     random_start: bool = PGD_RANDOM_START
     seed: int = 0
+    early_stop: bool = False
 
     def __post_init__(self):
         if self.attack not in ATTACKS:
@@ -47,6 +50,10 @@ class AttackConfig:
             raise ValueError(f"alpha {self.alpha!r} is out of range; allowed: 0 < alpha <= 1")
         if not (isinstance(self.seed, int) and self.seed >= 0):
             raise ValueError(f"seed {self.seed!r} is not allowed; seed must be an integer >= 0")
+        if self.early_stop not in (False, True):
+            raise ValueError(f"early_stop {self.early_stop!r} is not allowed; early_stop must be True or False")
+        if self.early_stop and self.attack != "pgd":
+            raise ValueError(f"early stopping is defined for pgd only, not for {self.attack}")
 
     def as_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -55,6 +62,8 @@ class AttackConfig:
                 d.pop(key)
         elif self.attack == "apgd":
             d.pop("alpha")
+        if not self.early_stop:  # the default: stored results from before the option keep their keys
+            d.pop("early_stop")
         return d
 
 
@@ -132,7 +141,8 @@ def make_adversarial(model, images, labels, cfg: AttackConfig, *, batch_size=200
         alpha = pixel_budget(cfg.alpha, cfg.eps_space, model.std)
 
         def attack(x, y, rng):
-            return pgd(model, x, y, eps, steps=cfg.steps, alpha=alpha, random_start=cfg.random_start, rng=rng)
+            return pgd(model, x, y, eps, steps=cfg.steps, alpha=alpha, random_start=cfg.random_start, rng=rng,
+                       early_stop=cfg.early_stop)
     else:
         def attack(x, y, rng):
             return apgd(model, x, y, eps, steps=cfg.steps, random_start=cfg.random_start, rng=rng)

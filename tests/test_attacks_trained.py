@@ -45,3 +45,18 @@ def test_adversarial_inputs_are_reproducible_bit_for_bit(trained):
     a, b = make_adversarial(net, x[:16], y[:16], cfg), make_adversarial(net, x[:16], y[:16], cfg)
     assert a.dtype == np.float32 and np.array_equal(a, b)
     assert np.abs(a - x[:16] / np.float32(255)).max() <= 4 / 255 + 1e-6
+
+
+def test_early_stop_keeps_an_image_correct_only_where_the_full_attack_does(trained):
+    net, x, y = trained
+    full, early = (AttackConfig(attack="pgd", eps=2 / 255, alpha=0.5 / 255, steps=10, early_stop=e)
+                   for e in (False, True))
+    adv_full, adv_early = make_adversarial(net, x, y, full), make_adversarial(net, x, y, early)
+    full_ok, early_ok = net.predict(adv_full) == y, net.predict(adv_early) == y
+    assert 0 < early_ok.sum() <= full_ok.sum() < N  # a budget where the attack neither fails nor always wins
+    assert np.all(full_ok[early_ok])  # the same trajectory up to the stop, so no image survives only early stop
+    # where no image was stopped, the attack is the full one: same images
+    assert np.array_equal(adv_early[early_ok], adv_full[early_ok])
+    assert early.as_dict()["early_stop"] is True and "early_stop" not in full.as_dict()
+    with pytest.raises(ValueError, match="early stopping is defined for pgd only, not for fgsm"):
+        AttackConfig(attack="fgsm", eps=0.1, early_stop=True)

@@ -68,6 +68,11 @@ def test_evaluate_software_only_with_json(run, weights, tmp_path):
                                     "alpha": 2 / 255, "random_start": True, "seed": 0}
     assert {"numpy", "nxbar", "numba", "scipy"} <= set(record["versions"])
     assert [r["mode"] for r in record["results"]] == ["SW", "SW"]
+    out = run("evaluate", "--weights", weights, "--n", 8, "--modes", "sw", "--steps", 2, "--early-stop",
+              "--json", path)
+    assert out.exit_code == 0, out.output
+    assert "2 steps, alpha 2/255, random start seed 0, early stop;" in out.output
+    assert json.loads(path.read_text())["attacks"][0]["early_stop"] is True
 
 
 def test_evaluate_runs_the_sanity_checks_on_request(run, weights, tmp_path):
@@ -107,6 +112,7 @@ def test_evaluate_ideal_crossbars_equal_software(run, weights):
         (["--n", "5000"], "--n 5000 is out of range"),
         (["--data", "/no/such/path"], "/no/such/path"),
         (["--attack", "fgsm", "--sanity-images", "4"], "--sanity-images 4 needs --attack pgd"),
+        (["--attack", "fgsm", "--early-stop"], "early stopping is defined for pgd only, not for fgsm"),
     ],
 )
 def test_evaluate_errors_are_one_line_exit_2(run, weights, args, message):

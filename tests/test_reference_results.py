@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import nxbar
 from nxbar import reproducibility as rx
 from nxbar.crossbar.config import CrossbarConfig
 from nxbar.evaluation import AttackConfig
@@ -76,10 +77,11 @@ OUTCOMES = {(c["experiment"], json.dumps(c["match"], sort_keys=True)): rx.from_r
 
 
 def _same_kernel_as_stored() -> bool:
-    """Whether this process runs the BLAS kernel and OpenBLAS build that made the stored outcomes: then a
-    recomputed cell must match bit for bit, elsewhere within the measured tolerance."""
+    """Whether this process runs the nxbar version (its engine), BLAS kernel and OpenBLAS build that made the
+    stored outcomes: then a recomputed cell must match bit for bit, elsewhere within the measured tolerance."""
     here = rx.blas()
-    return here["kernel"] == DRIFT["reference_kernel"] and here["config"] == DRIFT["blas_config"]
+    return (nxbar.__version__ == DRIFT["versions"]["nxbar"] and here["kernel"] == DRIFT["reference_kernel"]
+            and here["config"] == DRIFT["blas_config"])
 
 
 def _stored(name, match):
@@ -130,6 +132,7 @@ import sys
 from pathlib import Path
 import numpy as np
 sys.path.insert(0, sys.argv[1])
+import nxbar
 from nxbar import reproducibility as rx
 from nxbar.study import results as study_results
 from nxbar.study import runner as study_runner
@@ -156,7 +159,8 @@ def test_a_cell_on_another_blas_kernel_stays_within_the_tolerance(kernel, tmp_pa
     stored = OUTCOMES[(CROSS_KERNEL_CELL[0], json.dumps(CROSS_KERNEL_CELL[1], sort_keys=True))]
     config = rx.blas()["config"].replace(rx.blas()["kernel"], kernel)  # the subprocess's build string
     _assert_within_tolerance(stored, here, exact=kernel == DRIFT["reference_kernel"] and
-                             config == DRIFT["blas_config"], kernel=kernel)
+                             config == DRIFT["blas_config"] and nxbar.__version__ == DRIFT["versions"]["nxbar"],
+                             kernel=kernel)
 
 
 # A real change of the cell (its eps, chip, model, physics or attack) moves the adversarial margins of more

@@ -9,6 +9,8 @@ The FC input is the last feature map flattened in (C, H, W) order, as PyTorch do
 
 from __future__ import annotations
 
+import numpy as np
+
 # "M" is a 2x2 max-pool; integers are 3x3 conv (pad 1) + BatchNorm + ReLU with that many channels.
 ARCHITECTURES: dict[str, dict] = {
     "vgg8": {"features": (128, 128, "M", 256, 256, "M", 512, 512, "M"), "hidden_fc": (1024,)},
@@ -57,3 +59,18 @@ def param_shapes(arch: str, num_classes: int, input_size: int) -> dict[str, tupl
 def mvm_names(arch: str) -> tuple[str, ...]:
     """Names of the weights that go onto crossbars (every conv and FC weight), in network order."""
     return tuple(n for n in param_shapes(arch, 10, 32) if n.endswith(".weight") and n[:2] in ("co", "fc"))
+
+
+def multiply_adds(arch: str, num_classes: int, input_size: int) -> int:
+    """Multiply-adds of one image's forward pass through the MVM layers as matrix products (conv: H*W*9*C_in*C_out
+    at the layer's resolution; FC: in*out); VGG8 at 32x32: about 616 M. The nominal work that engines' speeds
+    are measured against (a Winograd convolution does fewer multiplications for the same result)."""
+    table, shapes = check_arch(arch), param_shapes(arch, num_classes, input_size)
+    total, size, k = 0, input_size, 0
+    for item in table["features"]:
+        if item == "M":
+            size //= 2
+            continue
+        k += 1
+        total += size * size * int(np.prod(shapes[f"conv{k}.weight"]))
+    return total + sum(int(np.prod(s)) for n, s in shapes.items() if n.startswith("fc") and n.endswith(".weight"))

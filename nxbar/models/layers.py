@@ -187,7 +187,7 @@ def conv3x3_backward(dout: np.ndarray, cache, param_grads: bool = True):
 
 
 # ----------------------------------------------------------------------------- batch normalisation
-def _bn_affine(dt, gamma, beta, running_mean, running_var, eps):
+def batchnorm_affine(dt, gamma, beta, running_mean, running_var, eps):
     """mean, 1/sqrt(var + eps), scale = gamma/sqrt(var + eps), shift = beta - mean scale, in dtype dt."""
     mean = np.asarray(running_mean, dtype=dt)
     inv_std = 1.0 / np.sqrt(np.asarray(running_var, dtype=dt) + dt.type(eps))
@@ -202,7 +202,7 @@ def batchnorm_forward(x: np.ndarray, gamma, beta, running_mean, running_var, eps
     evaluated as y = x scale_c + shift_c, scale_c = gamma_c / sqrt(running_var_c + eps),
     shift_c = beta_c - running_mean_c scale_c.
     """
-    mean, inv_std, scale, shift = _bn_affine(x.dtype, gamma, beta, running_mean, running_var, eps)
+    mean, inv_std, scale, shift = batchnorm_affine(x.dtype, gamma, beta, running_mean, running_var, eps)
     out = x * scale
     out += shift
     return out, (x, mean, inv_std, scale)
@@ -253,7 +253,7 @@ def _scale_where_positive(dout, y, scale, dx):
 def batchnorm_relu_forward(x: np.ndarray, gamma, beta, running_mean, running_var, eps: float):
     """relu(batchnorm(x)) in one pass over memory: y = max(x scale_c + shift_c, 0) with scale_c, shift_c of
     `batchnorm_forward`. Same result as relu_forward(batchnorm_forward(x, ...)[0])."""
-    mean, inv_std, scale, shift = _bn_affine(x.dtype, gamma, beta, running_mean, running_var, eps)
+    mean, inv_std, scale, shift = batchnorm_affine(x.dtype, gamma, beta, running_mean, running_var, eps)
     x = np.ascontiguousarray(x)
     out = np.empty_like(x)
     c = x.shape[-1]

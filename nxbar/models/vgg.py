@@ -2,10 +2,12 @@
 
 The network is: input normalisation, then per feature entry either conv3x3 (no bias) + BatchNorm
 (inference form) + ReLU or a 2x2 max-pool, then flatten in PyTorch (C, H, W) order, then the FC layers
-with ReLU between them. Layers are those of layers.py; this module only strings them together.
+with ReLU between them. Layers are those of layers.py, except that each conv + BatchNorm + ReLU (+ the
+max-pool after it) runs as one Winograd block (winograd.py), value for value the same layers one by one;
+this module only strings them together.
 
 A model is immutable: parameters are stored once (read-only views, PyTorch layouts, model dtype) and each
-MVM weight matrix is unrolled once, on first use. `with_params` builds a new model with some arrays
+MVM weight matrix is unrolled (and each conv weight Winograd-transformed) once, on first use. `with_params` builds a new model with some arrays
 swapped (the crossbar mapper's effective weights W', docs/protocol.md section 4.6).
 """
 
@@ -14,11 +16,12 @@ from __future__ import annotations
 import numpy as np
 
 from nxbar.models import layers as L
+from nxbar.models import winograd
 from nxbar.models.arch import IN_CHANNELS, check_arch, mvm_names, param_shapes
 
-# Images per pass through the network: bounds the memory of the activations and of the backward caches
-# and keeps them closer to the CPU caches; the results do not depend on it.
-_CHUNK = 64
+# Images per pass through the network: bounds the memory of the activations and of the backward caches;
+# the results do not depend on it (an image's rounding does not depend on the other images of its pass).
+_CHUNK = 128
 
 
 def _channel_vector(name: str, value, dtype: np.dtype, positive: bool) -> np.ndarray:
@@ -74,13 +77,12 @@ class VGG:
         self.params = stored
         self.mvm_names = mvm_names(arch)
         self._mats: dict[str, np.ndarray] = {}  # unrolled MVM weights, filled once per name by _matrix
-        plan, k = [], 0
-        for item in table["features"]:
-            if item == "M":
-                plan.append(("pool", None))
-            else:
+        self._wino: dict[str, np.ndarray] = {}  # Winograd transforms U of the conv weights, once per name
+        plan, k, features = [], 0, table["features"]
+        for i, item in enumerate(features):
+            if item != "M":  # a conv block, with the max-pool that follows it (every "M" follows a conv)
                 k += 1
-                plan += [("conv", f"conv{k}"), ("bn_relu", f"bn{k}")]
+                plan.append(("block_pool" if features[i + 1:i + 2] == ("M",) else "block", f"{k}"))
         plan.append(("flatten", None))
         n_fc = len(table["hidden_fc"]) + 1
         for j in range(1, n_fc + 1):
@@ -101,6 +103,13 @@ class VGG:
             m = self._mats[name] = L.conv_weight_to_matrix(w) if w.ndim == 4 else L.fc_weight_to_matrix(w)
         return m
 
+    def _winograd(self, name: str) -> np.ndarray:
+        """U = winograd.weight_transform of conv weight `name` in the model dtype, computed once."""
+        u = self._wino.get(name)
+        if u is None:
+            u = self._wino[name] = winograd.weight_transform(self._matrix(name), self.dtype)
+        return u
+
     # ------------------------------------------------------------------------- derived models
     def _config(self) -> dict:
         return dict(num_classes=self.num_classes, input_size=self.input_size, mean=self.mean, std=self.std,
@@ -114,6 +123,7 @@ class VGG:
                              f"allowed: the names of {self.arch}'s params")
         new = VGG(self.arch, {**self.params, **replacements}, dtype=self.dtype, **self._config())
         new._mats.update((n, m) for n, m in self._mats.items() if n not in replacements)
+        new._wino.update((n, u) for n, u in self._wino.items() if n not in replacements)
         return new
 
     def astype(self, dtype) -> "VGG":
@@ -149,21 +159,25 @@ class VGG:
             caches.append(c)
         p = self.params
         for kind, key in self._plan:
-            if kind == "conv":
-                h, c = L.conv3x3_forward(h, self._matrix(f"{key}.weight"))
-            elif kind == "bn_relu":
-                bn = [p[f"{key}.{q}"] for q in ("weight", "bias", "running_mean", "running_var")]
-                h, c = L.batchnorm_relu_forward(h, *bn, self.bn_eps)
+            if kind.startswith("block"):  # conv{key} + bn{key} + ReLU (+ max-pool)
+                u, pool = self._winograd(f"conv{key}.weight"), kind == "block_pool"
+                bn = tuple(p[f"bn{key}.{q}"] for q in ("weight", "bias", "running_mean", "running_var"))
+                if acts is None:
+                    h, c = winograd.conv_bn_relu_forward(h, u, bn, self.bn_eps, pool)
+                else:  # layer by layer, to keep the convolution's output: the same values
+                    h, c = winograd.conv3x3_forward(h, u)
+                    acts[f"conv{key}"] = h
+                    h, c = L.batchnorm_relu_forward(h, *bn, self.bn_eps)
+                    if pool:
+                        h, c = L.maxpool2_forward(h)
             elif kind == "relu":
                 h, c = L.relu_forward(h)
-            elif kind == "pool":
-                h, c = L.maxpool2_forward(h)
             elif kind == "flatten":
                 h, c = L.flatten_forward(h)
             else:
                 h, c = L.linear_forward(h, self._matrix(f"{key}.weight"), p[f"{key}.bias"])
-            if acts is not None and kind in ("conv", "fc"):
-                acts[key] = h
+                if acts is not None:
+                    acts[key] = h
             if caches is not None:
                 caches.append(c)
         return h
@@ -173,16 +187,11 @@ class VGG:
         want = grads is not None
         d = dlogits
         for (kind, key), c in zip(reversed(self._plan), reversed(caches[1:])):
-            if kind == "conv":
-                d, dw = L.conv3x3_backward(d, c, param_grads=want)
-                new = {f"{key}.weight": dw}
-            elif kind == "bn_relu":
-                d, dg, db = L.batchnorm_relu_backward(d, c, param_grads=want)
-                new = {f"{key}.weight": dg, f"{key}.bias": db}
+            if kind.startswith("block"):
+                d, dw, dg, db = winograd.conv_bn_relu_backward(d, c, param_grads=want)
+                new = {f"conv{key}.weight": dw, f"bn{key}.weight": dg, f"bn{key}.bias": db}
             elif kind == "relu":
                 d, new = L.relu_backward(d, c), {}
-            elif kind == "pool":
-                d, new = L.maxpool2_backward(d, c), {}
             elif kind == "flatten":
                 d, new = L.flatten_backward(d, c), {}
             else:

@@ -7,7 +7,8 @@ Files in the study's folder:
 - attacks.csv (ATTACK_COLUMNS): one row per attack cell;
 - outcomes/<cell>.npz: boolean clean_correct and adv_correct of length n in image order, float32 adv_margin
   (logit of the label minus the largest other), and the cell's key (JSON);
-- study.json: the design, images, weights, versions and wall time.
+- study.json: the design, images, weights, versions (this run's, and every nxbar version that computed cells)
+  and wall time.
 Every cell is written whole when it finishes (its outcome file first, then its row), so a stopped run resumes
 with the cells that are missing. Every cell is a function of its key alone (`compute_attack_cell`,
 `compute_sweep_cell`): given a Dask client (`nxbar.cluster`), the cells of each sweep round and all attack cells
@@ -232,7 +233,10 @@ class Study:
             if differ:
                 raise ValueError(f"{self.dir} holds a study with other {', '.join(differ)}; use another out folder "
                                  "or remove it")
+        # every nxbar version that has computed cells of this study (its engine's rounding is the version's)
+        earlier = previous.get("nxbar_versions", [previous["versions"]["nxbar"]]) if previous else []
         self.record = {**fixed, "versions": nxbar.versions(), "engine": cluster.describe(self.client),
+                       "nxbar_versions": sorted({*earlier, nxbar.__version__}),
                        "wall_s_total": previous.get("wall_s_total", 0.0) if previous else 0.0}
         self._write_record()
 
