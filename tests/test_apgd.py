@@ -83,11 +83,11 @@ def test_apgd_leaves_no_more_images_correct_than_pgd10_on_the_trained_vgg8():
     net, _ = load_model(resolve_weights("vgg8", "cifar10"))
     ds = load_dataset("embedded")
     images, labels = ds.images[:32], ds.labels[:32]
-    for eps in (2 / 255, 4 / 255):
-        pgd10 = make_adversarial(net, images, labels, AttackConfig(attack="pgd", eps=eps, alpha=eps / 4))
-        strong = make_adversarial(net, images, labels, AttackConfig(attack="apgd", eps=eps, steps=20))
-        assert np.abs(strong - images / 255).max() <= eps + 1e-6
-        assert count_correct(net, strong, labels) <= count_correct(net, pgd10, labels)
+    eps = 2 / 255  # the robustness study's budget
+    pgd10 = make_adversarial(net, images, labels, AttackConfig(attack="pgd", eps=eps, alpha=eps / 4))
+    strong = make_adversarial(net, images, labels, AttackConfig(attack="apgd", eps=eps, steps=20))
+    assert np.abs(strong - images / 255).max() <= eps + 1e-6
+    assert count_correct(net, strong, labels) <= count_correct(net, pgd10, labels)
 
 
 def test_apgd_from_the_clean_image_is_deterministic():

@@ -69,10 +69,13 @@ def test_fused_block_is_the_layers_one_by_one_and_its_gradients_are_exact(rng, p
         y = L.batchnorm_relu_forward(_conv(v, w_), gamma, beta, *bn[2:], 1e-5)[0]
         return L.maxpool2_forward(y)[0] if pool else y
 
-    for dt in (np.float64, np.float32):  # the same operations, value for value
+    for dt in (np.float64, np.float32):  # the same operations, value for value, forward and backward
         u = W.weight_transform(L.conv_weight_to_matrix(w), dt)
-        out, _ = W.conv_bn_relu_forward(x.astype(dt), u, tuple(b.astype(dt) for b in bn), 1e-5, pool)
+        out, cache = W.conv_bn_relu_forward(x.astype(dt), u, tuple(b.astype(dt) for b in bn), 1e-5, pool)
         assert out.dtype == dt and np.array_equal(out, layers(x.astype(dt)))
+        d = rng.standard_normal(out.shape).astype(dt)
+        fused, one_by_one = (W.conv_bn_relu_backward(d, cache, param_grads=p)[0] for p in (False, True))
+        assert fused.dtype == dt and np.array_equal(fused, one_by_one)
     dout = rng.standard_normal(out.shape)
     cache = W.conv_bn_relu_forward(x, W.weight_transform(L.conv_weight_to_matrix(w), np.float64), bn, 1e-5, pool)[1]
     dx, dw, dgamma, dbeta = W.conv_bn_relu_backward(dout, cache)

@@ -211,6 +211,9 @@ def _output_transform_adjoint(dy, dm):
                 _tile_adjoint(dm, t, o, dy[n, r, s, o], dy[n, r, s + 1, o], dy[n, r + 1, s, o], dy[n, r + 1, s + 1, o])
 
 
+# In the two kernels below the masked gradients g pass through a small array of dm's dtype: a conditional
+# expression with a literal 0 would be float64 in Numba and the tile arithmetic with it, which would round
+# otherwise than the layers one by one (float32 throughout).
 @numba.njit(parallel=True, cache=True)
 def _output_adjoint_bn_relu(dy, y, scale, dm):
     # the adjoint through ReLU and BatchNorm first: dY = dy scale where y > 0, else 0
@@ -218,14 +221,15 @@ def _output_adjoint_bn_relu(dy, y, scale, dm):
     th, tw = h // 2, w // 2
     for p in numba.prange(n_img * th):
         n, r = p // th, 2 * (p % th)
+        g = np.empty(4, dtype=dm.dtype)
         for tj in range(tw):
             t, s = p * tw + tj, 2 * tj
             for o in range(c):
-                g00 = dy[n, r, s, o] * scale[o] if y[n, r, s, o] > 0 else 0
-                g01 = dy[n, r, s + 1, o] * scale[o] if y[n, r, s + 1, o] > 0 else 0
-                g10 = dy[n, r + 1, s, o] * scale[o] if y[n, r + 1, s, o] > 0 else 0
-                g11 = dy[n, r + 1, s + 1, o] * scale[o] if y[n, r + 1, s + 1, o] > 0 else 0
-                _tile_adjoint(dm, t, o, g00, g01, g10, g11)
+                g[0] = dy[n, r, s, o] * scale[o] if y[n, r, s, o] > 0 else 0
+                g[1] = dy[n, r, s + 1, o] * scale[o] if y[n, r, s + 1, o] > 0 else 0
+                g[2] = dy[n, r + 1, s, o] * scale[o] if y[n, r + 1, s, o] > 0 else 0
+                g[3] = dy[n, r + 1, s + 1, o] * scale[o] if y[n, r + 1, s + 1, o] > 0 else 0
+                _tile_adjoint(dm, t, o, g[0], g[1], g[2], g[3])
 
 
 @numba.njit(parallel=True, cache=True)
@@ -235,13 +239,13 @@ def _output_adjoint_bn_relu_pool(dp, pooled, arg, scale, dm):
     n_img, th, tw, c = dp.shape
     for p in numba.prange(n_img * th):
         n, ti = p // th, p % th
+        g = np.empty(4, dtype=dm.dtype)
         for tj in range(tw):
             t = p * tw + tj
             for o in range(c):
-                g = dp[n, ti, tj, o] * scale[o] if pooled[n, ti, tj, o] > 0 else 0
-                k = arg[n, ti, tj, o]
-                _tile_adjoint(dm, t, o, g if k == 0 else 0, g if k == 1 else 0, g if k == 2 else 0,
-                              g if k == 3 else 0)
+                g[:] = 0
+                g[arg[n, ti, tj, o]] = dp[n, ti, tj, o] * scale[o] if pooled[n, ti, tj, o] > 0 else 0
+                _tile_adjoint(dm, t, o, g[0], g[1], g[2], g[3])
 
 
 @numba.njit(parallel=True, cache=True)
