@@ -74,6 +74,9 @@ def _answer(point: str, rows: list[dict]) -> str:
     parts = []
     for mode in ("SH", "HH"):
         mine = [r for r in aa if f" {mode} " in r["comparison"]]
+        if not mine:  # a study still running: this mode's cells at this point are not stored yet
+            parts.append(f"{mode}: no attack cells stored yet")
+            continue
         held = [r for r in mine if r["verdict"] == "holds"]
         rev = [r for r in mine if r["verdict"] == "reversed"]
         best = max(mine, key=lambda r: float(r["diff"]))
