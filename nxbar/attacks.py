@@ -103,7 +103,7 @@ def pgd(model, x, y, eps, *, steps: int = PGD_STEPS, alpha=PGD_ALPHA, random_sta
         x_adv = project(x + noise, x, eps)
     else:
         x_adv = x.copy()
-    active = np.arange(len(x))  # the images still attacked
+    active = np.arange(len(x)) if early_stop else slice(None)  # the images still attacked (all: views, no copies)
     for _ in range(steps):
         if early_stop:
             active = active[model.predict(x_adv[active]) == y[active]]

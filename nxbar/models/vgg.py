@@ -6,9 +6,9 @@ with ReLU between them. Layers are those of layers.py, except that each conv + B
 max-pool after it) runs as one Winograd block (winograd.py), value for value the same layers one by one;
 this module only strings them together.
 
-A model is immutable: parameters are stored once (read-only views, PyTorch layouts, model dtype) and each
-MVM weight matrix is unrolled (and each conv weight Winograd-transformed) once, on first use. `with_params` builds a new model with some arrays
-swapped (the crossbar mapper's effective weights W', docs/protocol.md section 4.6).
+A model is immutable: parameters are stored once (read-only views, PyTorch layouts, model dtype); each FC
+weight matrix is unrolled and each conv weight Winograd-transformed once, on first use. `with_params` builds
+a new model with some arrays swapped (the crossbar mapper's effective weights W', docs/protocol.md section 4.6).
 """
 
 from __future__ import annotations
@@ -76,7 +76,7 @@ class VGG:
         self.dtype = dtype
         self.params = stored
         self.mvm_names = mvm_names(arch)
-        self._mats: dict[str, np.ndarray] = {}  # unrolled MVM weights, filled once per name by _matrix
+        self._mats: dict[str, np.ndarray] = {}  # unrolled FC weights, filled once per name by _matrix
         self._wino: dict[str, np.ndarray] = {}  # Winograd transforms U of the conv weights, once per name
         plan, k, features = [], 0, table["features"]
         for i, item in enumerate(features):
@@ -96,18 +96,19 @@ class VGG:
                 f"dtype={self.dtype.name})")
 
     def _matrix(self, name: str) -> np.ndarray:
-        """The crossbar-layout matrix of MVM weight `name` (layers.conv/fc_weight_to_matrix), unrolled once."""
+        """The crossbar-layout matrix of FC weight `name` (layers.fc_weight_to_matrix), unrolled once (a conv
+        weight enters the network as its Winograd transform, `_winograd`)."""
         m = self._mats.get(name)
         if m is None:
-            w = self.params[name]
-            m = self._mats[name] = L.conv_weight_to_matrix(w) if w.ndim == 4 else L.fc_weight_to_matrix(w)
+            m = self._mats[name] = L.fc_weight_to_matrix(self.params[name])
         return m
 
     def _winograd(self, name: str) -> np.ndarray:
         """U = winograd.weight_transform of conv weight `name` in the model dtype, computed once."""
         u = self._wino.get(name)
         if u is None:
-            u = self._wino[name] = winograd.weight_transform(self._matrix(name), self.dtype)
+            w_mat = L.conv_weight_to_matrix(self.params[name])
+            u = self._wino[name] = winograd.weight_transform(w_mat, self.dtype)
         return u
 
     # ------------------------------------------------------------------------- derived models

@@ -403,7 +403,7 @@ def conv_bn_relu_backward(dout: np.ndarray, cache, param_grads: bool = True):
     dout = np.ascontiguousarray(dout, dtype=x.dtype)
     if param_grads:
         conv, conv_cache = conv3x3_forward(x, u)
-        y, bn_cache = batchnorm_relu_forward(conv, *bn, eps)
+        _, bn_cache = batchnorm_relu_forward(conv, *bn, eps)
         d = dout if arg is None else maxpool2_backward(dout, arg)
         d, dgamma, dbeta = batchnorm_relu_backward(d, bn_cache, True)
         dx, dw = conv3x3_backward(d, conv_cache, True)
